@@ -1,0 +1,35 @@
+# ecr-scan-gate: `make demo` shows the main job end to end; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: venv redis test demo lint soak bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . || true
+	rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+redis:
+	sh scripts/ensure-redis.sh
+
+test: venv redis
+	$(PY) -m ruff check bot workers tests scripts
+	$(PY) -m pytest -q
+
+demo: venv redis
+	$(PY) scripts/demo.py
+
+soak: venv redis
+	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+lint: venv
+	$(PY) -m ruff check bot workers tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

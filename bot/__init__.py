@@ -1,0 +1,1 @@
+"""ecr-scan-gate: the web receiver and the pure core."""

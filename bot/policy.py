@@ -1,0 +1,139 @@
+"""Pure: apply the severity policy to a ScanResult and explain every failed reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from bot.models import Finding, Phase, Reason, ScanResult, Severity, Verdict
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which severities block, and which CVE ids the team has accepted."""
+
+    fail_on: tuple[Severity, ...] = (Severity.CRITICAL, Severity.HIGH)
+    ignore: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The image a verdict is about, for remediation text."""
+
+    repository: str
+    tag: str = ""
+    region: str = "us-east-1"
+    registry_id: str | None = None
+
+    @property
+    def registry_flag(self) -> str:
+        return f" --registry-id {self.registry_id}" if self.registry_id else ""
+
+
+def remediation(reason: Reason, t: Target, detail: str = "") -> str:
+    """What the user should do next; commands use the configured names only."""
+    repo, region, reg = t.repository, t.region, t.registry_flag
+    texts = {
+        Reason.PASSED: "",
+        Reason.BLOCKED: "Fix or upgrade the listed packages (see fixed versions), rebuild and push the image. "
+        "If a finding is accepted, add its id to [policy] ignore.",
+        Reason.SCAN_NOT_FOUND: "No scan ran for this image: scan on push is off. Turn it on with "
+        f"`aws ecr put-image-scanning-configuration --repository-name {repo}{reg} --region {region} "
+        "--image-scanning-configuration scanOnPush=true` (or a registry scanning rule), then re-run the pipeline.",
+        Reason.ACCESS_DENIED: "The gate's AWS identity is not allowed to read the scan. Grant "
+        f"{_missing_action(detail)} on the repository ARN (see docs/iam-policy.json); do not use ecr:*.",
+        Reason.IMAGE_NOT_FOUND: f"No image {repo}:{t.tag} exists in ECR. Check that the push job pushed this "
+        "tag and that the image's `tag` template in the gate config matches it.",
+        Reason.REPOSITORY_NOT_FOUND: f"ECR repository {repo} does not exist in {region}{reg}. "
+        "Check the repository, region and registry_id in the gate config.",
+        Reason.SCAN_FAILED: "ECR could not scan this image (its description is quoted). Push the image again "
+        "or start a scan with `aws ecr start-image-scan`; if it keeps failing, contact AWS support.",
+        Reason.UNSUPPORTED_IMAGE: "Basic scanning cannot read this image's OS (distroless or scratch base). "
+        "Turn on enhanced scanning (Amazon Inspector) for this repository or use a supported base image.",
+        Reason.FINDINGS_UNAVAILABLE: "ECR has no findings for this image (scan eligibility expired, the "
+        "scan quota was exceeded or the image is archived). Re-push the image to get a fresh scan.",
+        Reason.TIMEOUT: "The scan did not finish in time. Re-run the pipeline; for very large images raise "
+        "[scan] timeout_s. Check the ECR console for a stuck scan.",
+        Reason.ERROR: "The gate could not read a trustworthy answer. Re-run the pipeline; if it persists, run "
+        "`python -m bot doctor` and check the worker logs.",
+        Reason.CANCELED: "The pipeline ended before the image was pushed; nothing was scanned.",
+    }
+    return texts[reason]
+
+
+def _missing_action(detail: str) -> str:
+    head = detail.split(":", 2)
+    if len(head) >= 2 and head[0] == "ecr":
+        return f"`{head[0]}:{head[1]}`"
+    return "`ecr:DescribeImageScanFindings` and `ecr:DescribeImages`"
+
+
+_SUMMARIES = {
+    Reason.SCAN_NOT_FOUND: "no scan found: scan on push is off for {repo}",
+    Reason.ACCESS_DENIED: "access denied reading the scan of {repo}",
+    Reason.IMAGE_NOT_FOUND: "image {repo}:{tag} not found in ECR",
+    Reason.REPOSITORY_NOT_FOUND: "ECR repository {repo} not found",
+    Reason.SCAN_FAILED: "ECR scan FAILED for {repo}",
+    Reason.UNSUPPORTED_IMAGE: "ECR cannot scan {repo} (UNSUPPORTED_IMAGE): enhanced scanning needed",
+    Reason.FINDINGS_UNAVAILABLE: "scan findings unavailable for {repo} ({status})",
+    Reason.TIMEOUT: "scan of {repo} not complete after {waited}s (last status {status})",
+    Reason.ERROR: "gate error for {repo}: no trustworthy scan answer",
+    Reason.CANCELED: "canceled: pipeline ended before {repo} was pushed",
+}
+
+
+def failed_verdict(reason: Reason, target: Target, *, detail: str = "", status: str = "", digest: str = "",
+                   waited_s: float = 0.0) -> Verdict:
+    """A verdict for every reason other than passed/blocked."""
+    summary = _SUMMARIES[reason].format(repo=target.repository, tag=target.tag, status=status or "none",
+                                        waited=int(waited_s))
+    return Verdict(
+        reason=reason,
+        summary=summary,
+        remediation=remediation(reason, target, detail),
+        detail=detail,
+        digest=digest,
+    )
+
+
+def _blocking(result: ScanResult, policy: Policy) -> tuple[tuple[Finding, ...], int]:
+    """Listed blocking findings, plus blocking findings counted by ECR but not listed (fail closed)."""
+    listed = [
+        f for f in result.findings
+        if f.severity in policy.fail_on and f.active and f.id not in policy.ignore
+    ]
+    listed.sort(key=lambda f: (f.severity.rank, f.id))
+    seen = Counter(f.severity for f in result.findings)
+    unseen = sum(max(0, result.counts.get(sev, 0) - seen.get(sev, 0)) for sev in policy.fail_on)
+    return tuple(listed), len(listed) + unseen
+
+
+def decide(result: ScanResult, policy: Policy, target: Target) -> Verdict:
+    """The verdict for a final ScanResult. An IN_PROGRESS result is a caller bug: it fails closed."""
+    if result.phase is Phase.IN_PROGRESS:
+        return failed_verdict(Reason.ERROR, target, detail="decided before the scan finished",
+                              status=result.ecr_status, digest=result.digest)
+    if result.phase is Phase.FINAL:
+        return failed_verdict(result.reason or Reason.ERROR, target, detail=result.detail,
+                              status=result.ecr_status, digest=result.digest)
+    counts = dict(result.counts)
+    if not counts and result.findings:
+        counts = dict(Counter(f.severity for f in result.findings if f.active))
+    blocking, total = _blocking(result, policy)
+    if total:
+        worst = blocking[0].severity.value if blocking else "/".join(s.value for s in policy.fail_on)
+        summary = f"{total} blocking finding{'s' if total != 1 else ''} (worst {worst}) in {target.repository}"
+        reason = Reason.BLOCKED
+    else:
+        summary = f"scan complete: no {'/'.join(s.value for s in policy.fail_on)} findings in {target.repository}"
+        reason = Reason.PASSED
+    return Verdict(
+        reason=reason,
+        summary=summary,
+        remediation=remediation(reason, target),
+        digest=result.digest,
+        counts=counts,
+        blocking=blocking,
+        blocking_total=total,
+        enhanced=result.enhanced,
+    )

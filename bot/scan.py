@@ -1,0 +1,186 @@
+"""Pure: turn ECR DescribeImageScanFindings answers and error codes into ScanResults."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bot.errors import TransientError
+from bot.models import Finding, Phase, Reason, ScanResult, Severity
+
+IN_PROGRESS_STATUSES = frozenset({"IN_PROGRESS"})
+# Enhanced (Inspector) scanning: ACTIVE/PENDING mean "monitoring"; findings may not exist yet.
+ENHANCED_WAITING_STATUSES = frozenset({"ACTIVE", "PENDING"})
+_FINAL_STATUSES: dict[str, Reason] = {
+    "FAILED": Reason.SCAN_FAILED,
+    "UNSUPPORTED_IMAGE": Reason.UNSUPPORTED_IMAGE,
+    "FINDINGS_UNAVAILABLE": Reason.FINDINGS_UNAVAILABLE,
+    "SCAN_ELIGIBILITY_EXPIRED": Reason.FINDINGS_UNAVAILABLE,
+    "LIMIT_EXCEEDED": Reason.FINDINGS_UNAVAILABLE,
+    "IMAGE_ARCHIVED": Reason.FINDINGS_UNAVAILABLE,
+}
+
+_ERROR_REASONS: dict[str, Reason] = {
+    "ScanNotFoundException": Reason.SCAN_NOT_FOUND,
+    "ImageNotFoundException": Reason.IMAGE_NOT_FOUND,
+    "RepositoryNotFoundException": Reason.REPOSITORY_NOT_FOUND,
+    "AccessDeniedException": Reason.ACCESS_DENIED,
+    "AccessDenied": Reason.ACCESS_DENIED,
+    # moto's IAM evaluation answers 403 with an XML body: botocore reports the HTTP code.
+    "403": Reason.ACCESS_DENIED,
+    "UnrecognizedClientException": Reason.ACCESS_DENIED,
+    "InvalidClientTokenId": Reason.ACCESS_DENIED,
+    "InvalidSignatureException": Reason.ACCESS_DENIED,
+    "ExpiredTokenException": Reason.ACCESS_DENIED,
+    "NoCredentials": Reason.ACCESS_DENIED,
+}
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServerException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+_ACTION_RE = re.compile(r"perform:\s*(ecr:[A-Za-z]+)")
+# Not-found answers can be ECR's eventual consistency right after a push; only these are re-asked.
+GRACE_REASONS = frozenset({Reason.SCAN_NOT_FOUND, Reason.IMAGE_NOT_FOUND})
+
+
+def classify_error(code: str, message: str, http_status: int | None, action: str) -> ScanResult:
+    """Map an AWS error to a final ScanResult, or raise TransientError when asking again can help."""
+    if code in TRANSIENT_CODES or (http_status is not None and http_status >= 500):
+        raise TransientError(f"ECR {code or http_status}: {message}"[:300])
+    reason = _ERROR_REASONS.get(code)
+    if reason is None and http_status == 403:
+        reason = Reason.ACCESS_DENIED
+    if reason is Reason.ACCESS_DENIED:
+        named = _ACTION_RE.search(message or "")
+        missing = named.group(1) if named else action
+        return ScanResult(Phase.FINAL, ecr_status=code, reason=reason, detail=f"{missing}: {message}".strip())
+    if reason is None:
+        return ScanResult(Phase.FINAL, ecr_status=code, reason=Reason.ERROR, detail=f"{code}: {message}")
+    return ScanResult(Phase.FINAL, ecr_status=code, reason=reason, detail=message)
+
+
+def _attr(attributes: object, key: str) -> str:
+    if not isinstance(attributes, list):
+        return ""
+    for item in attributes:
+        if isinstance(item, Mapping) and item.get("key") == key:
+            return str(item.get("value") or "")
+    return ""
+
+
+def _basic_finding(raw: Mapping[str, Any]) -> Finding:
+    attributes = raw.get("attributes")
+    return Finding(
+        id=str(raw.get("name") or ""),
+        severity=Severity.parse(raw.get("severity")),
+        package=_attr(attributes, "package_name"),
+        installed_version=_attr(attributes, "package_version"),
+        fixed_version=_attr(attributes, "fixed_in_version"),
+        url=str(raw.get("uri") or ""),
+        description=str(raw.get("description") or ""),
+    )
+
+
+def _enhanced_finding(raw: Mapping[str, Any]) -> Finding:
+    details = raw.get("packageVulnerabilityDetails") or {}
+    packages = details.get("vulnerablePackages") or [{}]
+    first = packages[0] if isinstance(packages[0], Mapping) else {}
+    return Finding(
+        id=str(details.get("vulnerabilityId") or raw.get("title") or ""),
+        severity=Severity.parse(raw.get("severity")),
+        package=str(first.get("name") or ""),
+        installed_version=str(first.get("version") or ""),
+        fixed_version=str(first.get("fixedInVersion") or ""),
+        url=str(details.get("sourceUrl") or ""),
+        description=str(raw.get("description") or ""),
+        status=str(raw.get("status") or "ACTIVE"),
+    )
+
+
+def _counts(raw: object) -> dict[Severity, int]:
+    counts: dict[Severity, int] = {}
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                sev = Severity.parse(key)
+                counts[sev] = counts.get(sev, 0) + value
+    return counts
+
+
+def classify_response(answer: Mapping[str, Any]) -> ScanResult:
+    """Classify one (page-merged) DescribeImageScanFindings answer. Never guesses a pass."""
+    status_obj = answer.get("imageScanStatus") or {}
+    status = str(status_obj.get("status") or "")
+    description = str(status_obj.get("description") or "")
+    digest = str((answer.get("imageId") or {}).get("imageDigest") or "")
+    findings_obj = answer.get("imageScanFindings")
+    common = {"ecr_status": status, "detail": description, "digest": digest}
+
+    if status in IN_PROGRESS_STATUSES:
+        return ScanResult(Phase.IN_PROGRESS, **common)
+    if status in _FINAL_STATUSES:
+        return ScanResult(Phase.FINAL, reason=_FINAL_STATUSES[status], **common)
+    if status not in {"COMPLETE", *ENHANCED_WAITING_STATUSES}:
+        shown = status or "no imageScanStatus.status"
+        return ScanResult(Phase.FINAL, reason=Reason.ERROR, **{**common, "detail": f"unknown scan status: {shown}"})
+    if not isinstance(findings_obj, Mapping):
+        if status in ENHANCED_WAITING_STATUSES:
+            return ScanResult(Phase.IN_PROGRESS, **common)
+        # The runbook's silent pass: a COMPLETE answer with nothing in it is not "clean".
+        return ScanResult(
+            Phase.FINAL,
+            reason=Reason.ERROR,
+            **{**common, "detail": "ECR said COMPLETE but sent no imageScanFindings object"},
+        )
+    enhanced_raw = findings_obj.get("enhancedFindings")
+    basic_raw = findings_obj.get("findings")
+    enhanced = enhanced_raw is not None or status in ENHANCED_WAITING_STATUSES
+    if status in ENHANCED_WAITING_STATUSES and enhanced_raw is None and "findingSeverityCounts" not in findings_obj:
+        return ScanResult(Phase.IN_PROGRESS, **common)
+    findings = tuple(_enhanced_finding(f) for f in enhanced_raw or () if isinstance(f, Mapping)) + tuple(
+        _basic_finding(f) for f in basic_raw or () if isinstance(f, Mapping)
+    )
+    return ScanResult(
+        Phase.COMPLETE,
+        counts=_counts(findings_obj.get("findingSeverityCounts")),
+        findings=findings,
+        enhanced=enhanced,
+        completed_at=str(findings_obj.get("imageScanCompletedAt") or ""),
+        **common,
+    )
+
+
+def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
+    """True when a not-found answer came too soon after the push to be believed yet."""
+    return result.reason in GRACE_REASONS and elapsed_s < grace_s
+
+
+def merge_pages(pages: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Concatenate findings of all pages; status and counts come from the first page."""
+    if not pages:
+        return {}
+    first = dict(pages[0])
+    findings_obj = first.get("imageScanFindings")
+    if isinstance(findings_obj, Mapping):
+        merged = dict(findings_obj)
+        for key in ("findings", "enhancedFindings"):
+            items = [item for page in pages for item in ((page.get("imageScanFindings") or {}).get(key) or [])]
+            if key in findings_obj or items:
+                merged[key] = items
+        first["imageScanFindings"] = merged
+    return first
