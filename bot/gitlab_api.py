@@ -1,0 +1,167 @@
+"""Thin python-gitlab adapter: commit statuses, the one MR note, MR and job lookups; errors become types."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabError, GitlabHttpError
+
+from bot.config import GitLabSettings
+from bot.errors import PermanentError, TransientError
+from bot.report import MARKER
+
+T = TypeVar("T")
+_retry_after = threading.local()
+
+
+class _NoSleepGitlab(gitlab.Gitlab):
+    """python-gitlab sleeps inside the call on 429/5xx; we retry through Celery instead."""
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["obey_rate_limit"] = False
+        kwargs["retry_transient_errors"] = False
+        return super().http_request(*args, **kwargs)
+
+
+def _remember_retry_after(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    # GitlabHttpError drops the headers; keep Retry-After for the caller's countdown.
+    value = response.headers.get("Retry-After")
+    _retry_after.value = float(value) if value and value.replace(".", "", 1).isdigit() else None
+
+
+def _message(exc: GitlabHttpError) -> str:
+    return str(exc.error_message)[:300]
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Map python-gitlab and requests failures to TransientError / PermanentError."""
+    try:
+        yield
+    except GitlabHttpError as exc:
+        code = exc.response_code or 0
+        if code == 429 or code == 409 or code >= 500:
+            retry_after = getattr(_retry_after, "value", None)
+            raise TransientError(f"GitLab {code} on {what}: {_message(exc)}", retry_after) from None
+        raise PermanentError(f"GitLab {code} on {what}: {_message(exc)}") from None
+    except GitlabError as exc:
+        raise PermanentError(f"GitLab error on {what}: {type(exc).__name__}") from None
+    except requests.RequestException as exc:
+        raise TransientError(f"GitLab unreachable on {what}: {type(exc).__name__}") from None
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    project_id: int
+    iid: int
+    sha: str
+    state: str
+    web_url: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str
+    status: str
+
+
+class GitLabApi:
+    """One instance per worker process; every method makes a bounded number of HTTP calls."""
+
+    def __init__(self, settings: GitLabSettings, token: str) -> None:
+        session = requests.Session()
+        session.hooks["response"].append(_remember_retry_after)
+        self._gl = _NoSleepGitlab(
+            settings.url,
+            private_token=token,
+            timeout=settings.timeout_s,
+            ssl_verify=settings.verify_tls,
+            retry_transient_errors=False,
+            keep_base_url=True,
+            session=session,
+        )
+        self._user_id: int | None = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        with _translated(what):
+            return fn()
+
+    def bot_user_id(self) -> int:
+        if self._user_id is None:
+            self._user_id = self._call("GET /user", lambda: self._gl.http_get("/user")["id"])
+        return self._user_id
+
+    def set_status(self, project_id: int, sha: str, payload: dict[str, Any]) -> bool:
+        """Post a commit status; False when GitLab says it is already in that state (done)."""
+        path = f"/projects/{project_id}/statuses/{sha}"
+        try:
+            with _translated("POST statuses"):
+                self._gl.http_post(path, post_data=payload)
+        except PermanentError as exc:
+            if "Cannot transition status" in str(exc):
+                return False
+            raise
+        return True
+
+    def merge_request(self, project_id: int, iid: int) -> MergeRequest:
+        path = f"/projects/{project_id}/merge_requests/{iid}"
+        data = self._call("GET merge_request", lambda: self._gl.http_get(path))
+        return MergeRequest(project_id, int(data["iid"]), str(data.get("sha") or ""), str(data.get("state") or ""),
+                            str(data.get("web_url") or ""))
+
+    def merge_requests_for_commit(self, project_id: int, sha: str) -> list[MergeRequest]:
+        items = self._call(
+            "GET commit merge_requests",
+            lambda: self._gl.http_list(f"/projects/{project_id}/repository/commits/{sha}/merge_requests", get_all=True),
+        )
+        return [
+            MergeRequest(int(m.get("project_id") or project_id), int(m["iid"]), str(m.get("sha") or ""),
+                         str(m.get("state") or ""), str(m.get("web_url") or ""))
+            for m in items
+            if int(m.get("project_id") or project_id) == project_id
+        ]
+
+    def pipeline_jobs(self, project_id: int, pipeline_id: int) -> list[Job]:
+        items = self._call(
+            "GET pipeline jobs",
+            lambda: self._gl.http_list(
+                f"/projects/{project_id}/pipelines/{pipeline_id}/jobs",
+                get_all=True,
+                query_data={"include_retried": True},
+            ),
+        )
+        return [Job(int(j["id"]), str(j.get("name") or ""), str(j.get("status") or "")) for j in items]
+
+    def pipeline_status(self, project_id: int, pipeline_id: int) -> str:
+        path = f"/projects/{project_id}/pipelines/{pipeline_id}"
+        data = self._call("GET pipeline", lambda: self._gl.http_get(path))
+        return str(data.get("status") or "")
+
+    def upsert_note(self, project_id: int, iid: int, body: str) -> int:
+        """Edit the bot's marked note in place, or create it. Safe to retry: it finds before it posts."""
+        base = f"/projects/{project_id}/merge_requests/{iid}/notes"
+        me = self.bot_user_id()
+        notes = self._call("GET notes", lambda: self._gl.http_list(base, get_all=True, query_data={"sort": "asc"}))
+        mine = [n for n in notes if (n.get("author") or {}).get("id") == me and MARKER in str(n.get("body") or "")]
+        if mine:
+            note = mine[0]
+            if note.get("body") != body:
+                self._call("PUT note", lambda: self._gl.http_put(f"{base}/{note['id']}", post_data={"body": body}))
+            return int(note["id"])
+        created = self._call("POST note", lambda: self._gl.http_post(base, post_data={"body": body}))
+        return int(created["id"])
+
+    def find_job(self, project_id: int, pipeline_id: int, name: str) -> Job | None:
+        """The newest job of that name in the pipeline (retries create new jobs)."""
+        jobs = [j for j in self.pipeline_jobs(project_id, pipeline_id) if j.name == name]
+        return max(jobs, key=lambda j: j.id) if jobs else None
+
+
+__all__ = ["GitLabApi", "Job", "MergeRequest", "PermanentError", "TransientError"]

@@ -1,0 +1,262 @@
+"""Gate records in Redis: atomic lifecycle transitions, delivery dedupe, the ECR rate limiter, note locks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import redis
+
+from bot.models import GateState, Verdict
+
+PREFIX = "esg"
+OPEN = f"{PREFIX}:open"  # sorted set of unfinished gate keys, scored by creation time
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+return 1
+"""
+# waiting -> polling, once. Returns the new poll generation, 0 if another writer got there first.
+_START = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
+redis.call('HSET', KEYS[1], 'state', 'polling', 'polling_since', ARGV[1], 'deadline', ARGV[2],
+           'last_progress', ARGV[1])
+return gen
+"""
+# A new generation for a polling gate whose task was lost; older task copies then stop.
+_RESTART = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'polling' then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
+redis.call('HSET', KEYS[1], 'last_progress', ARGV[1])
+return gen
+"""
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'polling' then return 0 end
+if redis.call('HGET', KEYS[1], 'poll_gen') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+# Any state -> done, exactly once: the first verdict wins, later writers see 0.
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'done' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'done', unpack(ARGV))
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  return 1
+end
+return 0
+"""
+# Remember the newest pipeline of a merge request; older pipelines' late results leave the note alone.
+_MR_LATEST = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pipeline_id') or '0')
+if tonumber(ARGV[1]) >= cur then
+  redis.call('HSET', KEYS[1], 'pipeline_id', ARGV[1], 'sha', ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('HMGET', KEYS[1], 'pipeline_id', 'sha')
+"""
+# Token bucket on Redis' clock so every worker shares one rate. Returns ms to wait (0 = granted).
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) * 1000 / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return wait
+"""
+
+
+@dataclass
+class Gate:
+    """One image of one commit in one pipeline."""
+
+    project_id: int
+    project_path: str
+    sha: str
+    ref: str
+    pipeline_id: int
+    repository: str
+    tag: str
+    push_job: str
+    region: str
+    status_name: str
+    registry_id: str = ""
+    role_arn: str = ""
+    pipeline_url: str = ""
+    source: str = ""
+    mr_iid: int = 0  # 0: not a merge request pipeline (look the MR up by commit)
+    state: GateState = GateState.WAITING
+    created_at: float = 0.0
+    polling_since: float = 0.0
+    deadline: float = 0.0
+    last_progress: float = 0.0
+    poll_gen: int = 0
+    attempts: int = 0
+    digest: str = ""
+    ecr_status: str = ""
+    posted_state: str = ""
+    verdict: Verdict | None = field(default=None)
+
+    @property
+    def key(self) -> str:
+        return gate_key(self.project_id, self.pipeline_id, self.repository)
+
+    def to_redis(self) -> dict[str, str]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["verdict"] = json.dumps(self.verdict.to_dict()) if self.verdict else ""
+        return {k: str(v) for k, v in data.items()}
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> Gate:
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            if f.name == "state":
+                kwargs[f.name] = GateState(value)
+            elif f.name == "verdict":
+                kwargs[f.name] = Verdict.from_dict(json.loads(value)) if value else None
+            elif f.type in ("int", int):
+                kwargs[f.name] = int(float(value or 0))
+            elif f.type in ("float", float):
+                kwargs[f.name] = float(value or 0)
+            else:
+                kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:
+    return f"{PREFIX}:gate:{project_id}:{pipeline_id}:{repository}"
+
+
+def commit_key(project_id: int, sha: str) -> str:
+    return f"{PREFIX}:commit:{project_id}:{sha}"
+
+
+class Store:
+    """All Redis access of the bot goes through here."""
+
+    def __init__(self, client: redis.Redis, gate_ttl_s: int) -> None:
+        self.r = client
+        self.ttl = gate_ttl_s
+        self._create = client.register_script(_CREATE)
+        self._start = client.register_script(_START)
+        self._restart = client.register_script(_RESTART)
+        self._progress = client.register_script(_PROGRESS)
+        self._finish = client.register_script(_FINISH)
+        self._take = client.register_script(_TAKE)
+        self._mr_latest = client.register_script(_MR_LATEST)
+
+    @classmethod
+    def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0) -> Store:
+        # A short socket timeout: the webhook must answer 503 quickly when Redis is gone.
+        client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+                                      decode_responses=True)
+        return cls(client, gate_ttl_s)
+
+    # --- gates -------------------------------------------------------------------------------------
+    def create(self, gate: Gate) -> bool:
+        gate.created_at = gate.created_at or time.time()
+        flat = [x for kv in gate.to_redis().items() for x in kv]
+        return bool(self._create(keys=[gate.key, commit_key(gate.project_id, gate.sha), OPEN],
+                                 args=[self.ttl, gate.created_at, *flat]))
+
+    def get(self, key: str) -> Gate | None:
+        raw = self.r.hgetall(key)
+        return Gate.from_redis(raw) if raw else None
+
+    def start_polling(self, key: str, now: float, deadline: float) -> int:
+        return int(self._start(keys=[key], args=[now, deadline]))
+
+    def restart_polling(self, key: str, now: float) -> int:
+        return int(self._restart(keys=[key], args=[now]))
+
+    def progress(self, key: str, gen: int, **values: object) -> bool:
+        flat = [str(x) for kv in values.items() for x in kv]
+        return bool(self._progress(keys=[key], args=[gen, *flat]))
+
+    def finish(self, key: str, verdict: Verdict, **values: object) -> bool:
+        extra = [str(x) for kv in values.items() for x in kv]
+        return bool(self._finish(keys=[key, OPEN], args=["verdict", json.dumps(verdict.to_dict()),
+                                                         "last_progress", str(time.time()), *extra]))
+
+    def set_posted(self, key: str, state: str) -> None:
+        self.r.hset(key, "posted_state", state)
+
+    def set_mr(self, key: str, iid: int) -> None:
+        self.r.hset(key, "mr_iid", str(iid))
+
+    def gates_for_commit(self, project_id: int, sha: str) -> list[Gate]:
+        keys = sorted(self.r.smembers(commit_key(project_id, sha)))
+        gates = [self.get(k) for k in keys]
+        return [g for g in gates if g is not None]
+
+    def open_gates(self, batch: int = 500) -> Iterator[str]:
+        start = 0
+        while True:
+            keys = self.r.zrange(OPEN, start, start + batch - 1)
+            if not keys:
+                return
+            yield from keys
+            start += batch
+
+    def forget_open(self, key: str) -> None:
+        self.r.zrem(OPEN, key)
+
+    def see_mr_pipeline(self, project_id: int, iid: int, pipeline_id: int, sha: str) -> tuple[int, str]:
+        """Record a pipeline of an MR; returns the newest (pipeline_id, sha) seen for it."""
+        pid, head = self._mr_latest(keys=[f"{PREFIX}:mr:{project_id}:{iid}"], args=[pipeline_id, sha, self.ttl])
+        return int(pid), str(head)
+
+    def mr_latest(self, project_id: int, iid: int) -> tuple[int, str]:
+        pid, head = self.r.hmget(f"{PREFIX}:mr:{project_id}:{iid}", "pipeline_id", "sha")
+        return int(pid or 0), str(head or "")
+
+    def status_lock(self, key: str) -> redis.lock.Lock:
+        # Serialises read-state-then-post for one gate so a stale "running" never lands after the verdict.
+        # 30 s: longer than one status POST with its 10 s timeout.
+        return self.r.lock(f"{key}:status-lock", timeout=30, blocking_timeout=0)
+
+    # --- webhook deliveries ------------------------------------------------------------------------
+    def first_delivery(self, delivery_key: str, ttl_s: int) -> bool:
+        """True the first time a delivery key is seen."""
+        return bool(self.r.set(f"{PREFIX}:delivery:{delivery_key}", "1", nx=True, ex=ttl_s))
+
+    def confirm_delivery(self, delivery_key: str, ttl_s: int) -> None:
+        """Keep the key for the full dedupe window once the work is safely queued."""
+        self.r.expire(f"{PREFIX}:delivery:{delivery_key}", ttl_s)
+
+    def forget_delivery(self, delivery_key: str) -> None:
+        self.r.delete(f"{PREFIX}:delivery:{delivery_key}")
+
+    # --- shared rate limit ---------------------------------------------------------------------------
+    def take_token(self, bucket: str, rate_per_s: float, burst: int) -> float:
+        """Seconds to wait before the call may be made; 0.0 means go now (the token is taken)."""
+        return int(self._take(keys=[f"{PREFIX}:bucket:{bucket}"], args=[rate_per_s, burst])) / 1000.0
+
+    def note_lock(self, project_id: int, iid: int) -> redis.lock.Lock:
+        # 60 s: longer than one note rebuild (a few GitLab calls with a 10 s timeout each).
+        return self.r.lock(f"{PREFIX}:lock:note:{project_id}:{iid}", timeout=60, blocking_timeout=0)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.r.ping())
+        except redis.RedisError:
+            return False

@@ -1,0 +1,126 @@
+"""POST /webhook: authenticate, bound, parse, dedupe, route and enqueue — Redis is its only I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
+from kombu.exceptions import KombuError
+
+from bot.auth import AuthResult, authenticate
+from bot.config import Settings
+from bot.events import EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
+from bot.jsonlimits import TooDeep, loads_bounded
+from bot.state import Store
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+Enqueue = Callable[[str, dict], str]
+TASK_FOR = {EventKind.PIPELINE: "gate.pipeline_event", EventKind.JOB: "gate.job_event"}
+MAX_IDEMPOTENCY_KEY = 200
+CLAIM_TTL_S = 60
+
+
+@dataclass(frozen=True)
+class WebhookDeps:
+    settings: Settings
+    store: Store
+    enqueue: Enqueue
+
+
+def _deps() -> WebhookDeps:
+    return current_app.extensions["ecr_scan_gate"]
+
+
+def _answer(status: int, **body: object) -> tuple[Response, int]:
+    return jsonify(body), status
+
+
+def _delivery_key(body: bytes) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if key and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable():
+        return "idem:" + hashlib.sha256(key.encode()).hexdigest()
+    # No key (GitLab < 17.4): the same body twice is the same delivery resent.
+    return "body:" + hashlib.sha256(body).hexdigest()
+
+
+def _relevant(deps: WebhookDeps, event: object) -> str | None:
+    """None when the event concerns a configured gate; else why it is ignored."""
+    project = deps.settings.project_for(event.project_id, event.project_path)  # type: ignore[attr-defined]
+    if project is None:
+        return "project not configured"
+    if isinstance(event, JobEvent):
+        if event.job_name not in {i.push_job for i in project.images}:
+            return "job is not a configured push job"
+        if event.status != "success":
+            return f"push job {event.status}, waiting for success"
+    return None
+
+
+@bp.post("/webhook")
+def webhook() -> tuple[Response, int]:
+    deps = _deps()
+    body = request.get_data(cache=False)
+    if len(body) > deps.settings.webhook.max_body_bytes:
+        return _answer(413, error="payload too large")
+    auth = authenticate(request.headers, body, deps.settings)
+    if auth is not AuthResult.OK:
+        # No detail: which check failed is of use only to an attacker.
+        log.warning("webhook: rejected delivery (%s)", auth.value)
+        return _answer(401, error="unauthorized")
+    if request.mimetype != "application/json":
+        return _answer(415, error="Content-Type must be application/json")
+    try:
+        payload = loads_bounded(body, deps.settings.webhook.max_json_depth)
+    except TooDeep:
+        return _answer(400, error=f"JSON nested deeper than {deps.settings.webhook.max_json_depth} levels")
+    except (ValueError, UnicodeDecodeError):
+        return _answer(400, error="body is not valid JSON")
+    kind = request.headers.get("X-Gitlab-Event")
+    try:
+        event = parse_event(kind, payload)
+    except InvalidEvent as exc:
+        return _answer(400, error=f"invalid {kind}: {exc}")
+    if event is None:
+        # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
+        return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
+    why = _relevant(deps, event)
+    if why:
+        return _answer(200, status="ignored", reason=why)
+    key = _delivery_key(body)
+    try:
+        # A short first claim: if queueing fails and Redis cannot be told, the claim lapses by itself
+        # and a resend is not mistaken for a duplicate of work that was never queued.
+        if not deps.store.first_delivery(key, CLAIM_TTL_S):
+            return _answer(200, status="duplicate")
+    except redis.RedisError:
+        return _answer(503, error="queue unavailable, resend later")
+    try:
+        task_id = deps.enqueue(TASK_FOR[EventKind(kind)], event_to_dict(event))
+    except (KombuError, redis.RedisError, OSError) as exc:
+        log.error("webhook: enqueue failed (%s); answering 503 so the delivery can be resent", type(exc).__name__)
+        try:
+            deps.store.forget_delivery(key)
+        except redis.RedisError:
+            pass  # the claim lapses after CLAIM_TTL_S
+        return _answer(503, error="queue unavailable, resend later")
+    try:
+        deps.store.confirm_delivery(key, deps.settings.redis.dedupe_ttl_s)
+    except redis.RedisError:
+        pass  # queued already; at worst a resend is processed again, which the gates make harmless
+    log.info("webhook: queued %s for project %s (task %s)", kind, event.project_id, task_id)
+    return _answer(202, status="queued", task_id=task_id)
+
+
+def json_error_handler(exc: Exception) -> tuple[Response, int]:
+    """413 from Flask's MAX_CONTENT_LENGTH, as JSON."""
+    return jsonify(error="payload too large"), 413
+
+
+__all__ = ["WebhookDeps", "bp", "json", "json_error_handler"]

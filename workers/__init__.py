@@ -1,0 +1,1 @@
+"""ecr-scan-gate Celery workers: orchestration of gates."""

@@ -1,0 +1,50 @@
+"""The Celery app built from settings: reliability options, each with the reason for its value."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from bot.config import Settings
+
+QUEUE = "ecr-scan-gate"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("ecr_scan_gate", broker=settings.redis.url)
+    app.conf.update(
+        # Ack only after the task ran: a worker killed mid-task leaves the message to be redelivered.
+        task_acks_late=True,
+        # ...and also when the child process dies (SIGKILL, OOM) rather than raising.
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: a killed worker strands at most one prefetched task.
+        worker_prefetch_multiplier=1,
+        # Tasks are idempotent and finish through Redis state; results are never read.
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={
+            # Unacked messages (incl. countdown retries held by a worker) come back after this; it is
+            # longer than any countdown we schedule, so a waiting retry is never delivered twice.
+            "visibility_timeout": settings.celery.visibility_timeout_s,
+        },
+        # The webhook must answer within GitLab's 10 s: publishing gives up after ~3 s and the
+        # receiver answers 503 instead (GitLab records the failure; the delivery can be resent).
+        broker_connection_timeout=2,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                                   "interval_max": 1},
+        # Workers keep reconnecting to a restarted Redis by themselves.
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # On connection loss, running acks_late tasks will be redelivered: stop them rather than
+        # finishing twice.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Hard stop for a hung task (all I/O has its own timeouts well under this).
+        task_time_limit=120,
+        task_soft_time_limit=100,
+        beat_schedule={
+            "sweep": {"task": "gate.sweep", "schedule": settings.sweep.interval_s},
+        },
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,33 @@
+"""Worker and beat entry point: `celery -A workers.main worker` / `celery -A workers.main beat`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from celery import signals
+
+from bot.config import load_settings
+from bot.errors import ConfigError
+from bot.logs import install_redaction
+from workers.celery_app import make_celery
+
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    print(exc, file=sys.stderr)
+    raise SystemExit(3) from None
+
+install_redaction(settings.secret_values())
+app = make_celery(settings)
+app.conf.include = ["workers.tasks"]
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_celery_handlers(logger: logging.Logger, **_: object) -> None:
+    # Celery installs its own handlers at start-up; give each one the redaction filter too.
+    install_redaction(settings.secret_values())
+    for handler in logger.handlers:
+        for filt in logger.filters:
+            handler.addFilter(filt)

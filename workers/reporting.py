@@ -1,0 +1,104 @@
+"""Post a gate's commit status and rebuild MR notes from Redis: the reporting half of the tasks."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bot.report import StatusPayload, render_note, status_for, status_polling, status_waiting
+
+from bot.config import Settings
+from bot.models import GateState, ImageReport
+from bot.state import Gate
+from workers.runtime import Runtime
+
+
+def project_url(settings: Settings, gate: Gate) -> str:
+    # Links are built from the configured GitLab URL only, never from URLs in a payload.
+    return f"{settings.gitlab.url}/{quote(gate.project_path, safe='/')}"
+
+
+def target_url(settings: Settings, gate: Gate) -> str:
+    if gate.mr_iid:
+        return f"{project_url(settings, gate)}/-/merge_requests/{gate.mr_iid}"
+    return f"{project_url(settings, gate)}/-/pipelines/{gate.pipeline_id}"
+
+
+def desired_status(gate: Gate) -> StatusPayload:
+    if gate.state is GateState.DONE and gate.verdict is not None:
+        return status_for(gate.verdict)
+    if gate.state is GateState.POLLING and gate.ecr_status:
+        return status_polling(gate.repository, gate.ecr_status)
+    return status_waiting(gate.repository)
+
+
+def post_status(rt: Runtime, gate: Gate) -> None:
+    """Post the status for the gate's current state, once. Caller holds the gate's status lock."""
+    wanted = desired_status(gate)
+    if gate.posted_state != wanted.state:
+        # pipeline_id and no ref: a detached MR pipeline's ref is refs/merge-requests/<iid>/head, so a
+        # branch ref would miss it and make a stray pipeline (FACTS.md, commit statuses).
+        rt.gitlab.set_status(gate.project_id, gate.sha, {
+            "state": wanted.state,
+            "name": gate.status_name,
+            "description": wanted.description,
+            "target_url": target_url(rt.settings, gate),
+            "pipeline_id": gate.pipeline_id,
+        })
+        rt.store.set_posted(gate.key, wanted.state)
+    if gate.state is GateState.DONE:
+        rt.store.forget_open(gate.key)
+
+
+def image_report(settings: Settings, gate: Gate) -> ImageReport:
+    registry = f"{gate.registry_id}.dkr.ecr.{gate.region}.amazonaws.com" if gate.registry_id else ""
+    return ImageReport(
+        repository=gate.repository,
+        tag=gate.tag,
+        state=gate.state,
+        status_name=gate.status_name,
+        verdict=gate.verdict,
+        pipeline_url=f"{project_url(settings, gate)}/-/pipelines/{gate.pipeline_id}",
+        registry=registry,
+    )
+
+
+def _newest_per_repository(gates: list[Gate]) -> list[Gate]:
+    newest: dict[str, Gate] = {}
+    for gate in gates:
+        if gate.repository not in newest or gate.pipeline_id > newest[gate.repository].pipeline_id:
+            newest[gate.repository] = gate
+    return list(newest.values())
+
+
+def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_iid: int) -> bool:
+    """Rewrite the note of each MR whose current head this commit is. True: a lock was busy, try later."""
+    if mr_iid:
+        latest_pipeline, latest_sha = rt.store.mr_latest(project_id, mr_iid)
+        if latest_pipeline and pipeline_id < latest_pipeline:
+            return False  # an older pipeline's late result: its status is posted, the note stays on the head
+        targets = [(mr_iid, latest_sha or sha, latest_pipeline or pipeline_id)]
+    else:
+        mrs = rt.gitlab.merge_requests_for_commit(project_id, sha)
+        targets = [(m.iid, sha, 0) for m in mrs if m.state == "opened" and m.sha == sha]
+    for iid, head_sha, head_pipeline in targets:
+        lock = rt.store.note_lock(project_id, iid)
+        if not lock.acquire():
+            return True
+        try:
+            gates = rt.store.gates_for_commit(project_id, head_sha)
+            if head_pipeline:
+                gates = [g for g in gates if g.pipeline_id == head_pipeline]
+            gates = _newest_per_repository(gates)
+            if not gates:
+                continue
+            body = render_note(
+                [image_report(rt.settings, g) for g in gates],
+                project_path=gates[0].project_path,
+                sha=head_sha,
+                max_listed=rt.settings.policy.max_listed,
+            )
+            rt.gitlab.upsert_note(project_id, iid, body)
+        finally:
+            if lock.owned():
+                lock.release()
+    return False

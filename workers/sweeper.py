@@ -1,0 +1,92 @@
+"""The sweep: finds gates that lost their task or their event and finishes them, failing closed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from bot.errors import GateError
+from bot.events import FINISHED_STATUSES
+from bot.models import GateState, Reason
+from bot.policy import failed_verdict
+from bot.routing import target
+from bot.state import Gate
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# A waiting gate older than this belongs to a pipeline that will never push: stop asking GitLab.
+MAX_WAIT_S = 24 * 3600
+
+
+def _sweep_polling(rt: Runtime, gate: Gate, now: float, enqueue_poll: Callable[..., None],
+                   enqueue_sync: Callable[[str], None]) -> str:
+    scan = rt.settings.scan
+    # Margin past the deadline: the poll task itself times out there; the sweep only covers lost tasks.
+    if now > gate.deadline + scan.poll_interval_s + 30:
+        verdict = failed_verdict(Reason.TIMEOUT, target(gate), status=gate.ecr_status, digest=gate.digest,
+                                 waited_s=now - gate.polling_since,
+                                 detail=f"last ECR status: {gate.ecr_status or 'no answer'} (finished by sweep)")
+        if rt.store.finish(gate.key, verdict):
+            enqueue_sync(gate.key)
+            return "timed_out"
+        return "raced"
+    if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
+        gen = rt.store.restart_polling(gate.key, now)
+        if gen:
+            enqueue_poll(gate.key, gen)
+            return "restarted"
+    return "ok"
+
+
+def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[[Gate], None],
+                   cancel: Callable[[Gate, str], None]) -> str:
+    stuck_after = rt.settings.sweep.stuck_after_s
+    if now - gate.created_at < stuck_after or now - gate.last_progress < stuck_after:
+        return "ok"
+    rt.store.r.hset(gate.key, "last_progress", str(now))  # ask GitLab about this gate once per stuck_after
+    job = rt.gitlab.find_job(gate.project_id, gate.pipeline_id, gate.push_job)
+    if job is not None and job.status == "success":
+        # The job event never arrived (or was lost before it was queued): start now.
+        start_polling(gate)
+        return "started"
+    status = rt.gitlab.pipeline_status(gate.project_id, gate.pipeline_id)
+    if status in FINISHED_STATUSES:
+        cancel(gate, f"pipeline {status} and {gate.push_job} did not succeed (found by sweep)")
+        return "canceled"
+    if now - gate.created_at > MAX_WAIT_S:
+        cancel(gate, f"{gate.push_job} did not succeed within {MAX_WAIT_S // 3600} h")
+        return "canceled"
+    return "ok"
+
+
+def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Callable[[str], None],
+               start_polling: Callable[[Gate], None], cancel: Callable[[Gate, str], None]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    now = time.time()
+    for key in list(rt.store.open_gates()):
+        gate = rt.store.get(key)
+        if gate is None:
+            rt.store.forget_open(key)
+            counts["expired"] += 1
+            continue
+        try:
+            if gate.state is GateState.DONE:
+                # Verdict recorded but its status never confirmed posted: post it again.
+                if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
+                    rt.store.r.hset(gate.key, "last_progress", str(now))
+                    enqueue_sync(gate.key)
+                    counts["resynced"] += 1
+                continue
+            if gate.state is GateState.POLLING:
+                counts[_sweep_polling(rt, gate, now, enqueue_poll, enqueue_sync)] += 1
+            else:
+                counts[_sweep_waiting(rt, gate, now, start_polling, cancel)] += 1
+        except GateError as exc:
+            log.warning("sweep: gate %s left for the next sweep: %s", key, exc)
+            counts["error"] += 1
+    if counts:
+        log.info("sweep: %s", dict(counts))
+    return dict(counts)

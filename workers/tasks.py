@@ -1,0 +1,200 @@
+"""Celery tasks: orchestration of gates only; decisions live in bot/ (pure) and I/O in the adapters."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from celery import Task, shared_task
+
+from bot.errors import PermanentError, TransientError
+from bot.events import JobEvent, PipelineEvent, event_from_dict
+from bot.models import GateState, Reason
+from bot.policy import decide, failed_verdict
+from bot.routing import (
+    gates_for_job,
+    gates_for_pipeline,
+    image_ref,
+    policy_for,
+    push_succeeded,
+    rate_bucket,
+    target,
+)
+from bot.scan import within_grace
+from bot.state import Gate
+from workers import reporting
+from workers.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+# GitLab calls (status, note): 8 tries with backoff capped at 60 s span ~5 minutes, enough to ride
+# out a GitLab deploy or a rate-limit window; after that the sweep re-syncs what is still unposted.
+GITLAB_MAX_RETRIES = 8
+
+
+def backoff(attempt: int, cap: float, base: float = 2.0) -> float:
+    """Full-jitter exponential backoff, so workers that failed together don't retry together."""
+    return random.uniform(0.5, min(cap, base * 2 ** min(attempt, 16)))  # noqa: S311 - not crypto
+
+
+def _enqueue_poll(gate_key: str, gen: int, countdown: float = 0.0) -> None:
+    poll.apply_async(args=[gate_key, gen], countdown=countdown)
+
+
+def _start_polling(gate: Gate) -> None:
+    settings = runtime().settings
+    now = time.time()
+    gen = runtime().store.start_polling(gate.key, now, now + settings.scan.timeout_s)
+    if gen:
+        log.info("gate %s: push job succeeded, polling ECR for %s:%s", gate.key, gate.repository, gate.tag)
+        _enqueue_poll(gate.key, gen)
+        sync.delay(gate.key)
+
+
+def _cancel(gate: Gate, why: str) -> None:
+    verdict = failed_verdict(Reason.CANCELED, target(gate), detail=why)
+    if runtime().store.finish(gate.key, verdict):
+        log.info("gate %s canceled: %s", gate.key, why)
+        sync.delay(gate.key)
+
+
+@shared_task(name="gate.pipeline_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
+def pipeline_event(self: Task, payload: dict) -> None:
+    """Record the pipeline's gates, post their pending statuses, start or cancel them."""
+    rt = runtime()
+    event = event_from_dict(payload)
+    assert isinstance(event, PipelineEvent)
+    project = rt.settings.project_for(event.project_id, event.project_path)
+    if project is None:
+        return
+    if event.mr_iid and event.mr_project_id in (None, event.project_id):
+        rt.store.see_mr_pipeline(event.project_id, event.mr_iid, event.pipeline_id, event.sha)
+    for fresh in gates_for_pipeline(rt.settings, project, event):
+        created = rt.store.create(fresh)
+        gate = rt.store.get(fresh.key)
+        if gate is None:
+            continue
+        if not created and fresh.mr_iid and not gate.mr_iid:
+            rt.store.set_mr(gate.key, fresh.mr_iid)
+        if gate.state is GateState.WAITING:
+            if push_succeeded(event, gate.push_job):
+                _start_polling(gate)
+                continue
+            if event.finished:
+                _cancel(gate, f"pipeline {event.status} before {gate.push_job} succeeded")
+                continue
+        if created:
+            sync.delay(gate.key)
+
+
+@shared_task(name="gate.job_event", bind=True)
+def job_event(self: Task, payload: dict) -> None:
+    """A push job succeeded: start polling that image (creating the gate if its pipeline event is late)."""
+    rt = runtime()
+    event = event_from_dict(payload)
+    assert isinstance(event, JobEvent)
+    project = rt.settings.project_for(event.project_id, event.project_path)
+    if project is None or event.status != "success":
+        return
+    for fresh in gates_for_job(rt.settings, project, event):
+        rt.store.create(fresh)
+        gate = rt.store.get(fresh.key)
+        if gate is not None and gate.state is GateState.WAITING:
+            _start_polling(gate)
+
+
+@shared_task(name="gate.poll", bind=True, max_retries=None)
+def poll(self: Task, gate_key: str, gen: int) -> None:
+    """ONE DescribeImageScanFindings call; not final yet → reschedule itself, never sleep."""
+    rt = runtime()
+    settings = rt.settings
+    gate = rt.store.get(gate_key)
+    if gate is None or gate.state is not GateState.POLLING or gate.poll_gen != gen:
+        return  # finished, or superseded by a newer poll generation (sweep restart)
+    now = time.time()
+    remaining = gate.deadline - now
+    if remaining <= 0:
+        verdict = failed_verdict(Reason.TIMEOUT, target(gate), status=gate.ecr_status, digest=gate.digest,
+                                 waited_s=now - gate.polling_since,
+                                 detail=f"last ECR status: {gate.ecr_status or 'no answer'}")
+        if rt.store.finish(gate_key, verdict):
+            sync.delay(gate_key)
+        return
+    wait = rt.store.take_token(rate_bucket(gate), settings.ecr.rate_per_s, settings.ecr.burst)
+    if wait > 0:
+        # Shared rate limit reached: come back when a token is due (plus jitter to spread the herd).
+        raise self.retry(countdown=min(wait + random.uniform(0, wait), remaining + 0.1))  # noqa: S311
+    try:
+        result = rt.ecr.scan_findings(image_ref(gate), settings.scan.page_size)
+    except TransientError as exc:
+        rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, last_progress=now)
+        countdown = min(backoff(gate.attempts, settings.scan.backoff_max_s), remaining + 0.1)
+        log.warning("gate %s: transient ECR error (%s); retry in %.1fs", gate_key, exc, countdown)
+        raise self.retry(countdown=countdown) from None
+    digest = gate.digest or result.digest
+    if not result.is_final or within_grace(result, now - gate.polling_since, settings.scan.not_found_grace_s):
+        rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, ecr_status=result.ecr_status, digest=digest,
+                          last_progress=now)
+        if gate.posted_state != "running":
+            sync.delay(gate_key)
+        raise self.retry(countdown=min(settings.scan.poll_interval_s, remaining + 0.1))
+    verdict = decide(result, policy_for(settings, gate), target(gate))
+    if rt.store.finish(gate_key, verdict, digest=digest, ecr_status=result.ecr_status,
+                       attempts=gate.attempts + 1):
+        log.info("gate %s: %s (%s)", gate_key, verdict.reason.value, verdict.summary)
+        sync.delay(gate_key)
+
+
+def _gitlab_retry(task: Task, exc: TransientError) -> Exception:
+    countdown = exc.retry_after if exc.retry_after is not None else backoff(task.request.retries, 60.0)
+    return task.retry(countdown=min(countdown, 300.0))
+
+
+@shared_task(name="gate.sync", bind=True, max_retries=GITLAB_MAX_RETRIES)
+def sync(self: Task, gate_key: str) -> None:
+    """Post the commit status that matches the gate's current state; then refresh the MR note."""
+    rt = runtime()
+    lock = rt.store.status_lock(gate_key)
+    if not lock.acquire():
+        raise self.retry(countdown=1.0 + random.uniform(0, 1))  # noqa: S311
+    try:
+        gate = rt.store.get(gate_key)
+        if gate is None:
+            return
+        try:
+            reporting.post_status(rt, gate)
+        except TransientError as exc:
+            raise _gitlab_retry(self, exc) from None
+        except PermanentError as exc:
+            # e.g. the status name equals a CI job name: GitLab refuses it. Loud, and left for a human.
+            log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
+            return
+    finally:
+        lock.release()
+    if gate.state is GateState.DONE:
+        note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid)
+
+
+@shared_task(name="gate.note", bind=True, max_retries=GITLAB_MAX_RETRIES)
+def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int) -> None:
+    """Rebuild the MR's one note from every gate of its current pipeline and edit it in place."""
+    rt = runtime()
+    try:
+        busy = reporting.refresh_notes(rt, project_id, sha, pipeline_id, mr_iid)
+    except TransientError as exc:
+        raise _gitlab_retry(self, exc) from None
+    except PermanentError as exc:
+        log.error("MR note for %s@%s not updated: %s", project_id, sha[:8], exc)
+        return
+    if busy:
+        # Another worker holds this MR's note lock; rebuild after it, so neither section is lost.
+        raise self.retry(countdown=1.0 + random.uniform(0, 2), max_retries=50)  # noqa: S311
+
+
+@shared_task(name="gate.sweep")
+def sweep() -> dict[str, int]:
+    """Beat: finish gates past their deadline, restart lost polls, start gates whose job event was lost."""
+    from workers.sweeper import sweep_once
+
+    return sweep_once(runtime(), _enqueue_poll, sync.delay, _start_polling, _cancel)
