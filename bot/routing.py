@@ -40,12 +40,17 @@ def gates_for_pipeline(settings: Settings, project: ProjectSettings, event: Pipe
 
 
 def gates_for_job(settings: Settings, project: ProjectSettings, event: JobEvent) -> list[Gate]:
-    """Gates whose push job this is (a job event can arrive before its pipeline event)."""
+    """Gates whose push job this is (a job event can arrive before its pipeline event).
+
+    A Job Hook of a merge request pipeline carries ref refs/merge-requests/<iid>/head, not the branch:
+    a tag built from {ref_slug} cannot be known from it, so such gates wait for the pipeline event
+    (or the sweep) instead of polling a wrong tag.
+    """
     return [
         _gate(settings, image, project_id=event.project_id, project_path=event.project_path, sha=event.sha,
               ref=event.ref, pipeline_id=event.pipeline_id)
         for image in project.images
-        if image.push_job == event.job_name
+        if image.push_job == event.job_name and not (event.ref.startswith("refs/") and "{ref_slug}" in image.tag)
     ]
 
 

@@ -38,8 +38,8 @@ def _deps() -> WebhookDeps:
     return current_app.extensions["ecr_scan_gate"]
 
 
-def _answer(status: int, **body: object) -> tuple[Response, int]:
-    return jsonify(body), status
+def _answer(http_status: int, **body: object) -> tuple[Response, int]:
+    return jsonify(body), http_status
 
 
 def _delivery_key(body: bytes) -> str:

@@ -22,7 +22,7 @@ from bot.routing import (
     target,
 )
 from bot.scan import within_grace
-from bot.state import Gate
+from bot.state import Gate, gate_key
 from workers import reporting
 from workers.runtime import runtime
 
@@ -97,9 +97,14 @@ def job_event(self: Task, payload: dict) -> None:
     project = rt.settings.project_for(event.project_id, event.project_path)
     if project is None or event.status != "success":
         return
-    for fresh in gates_for_job(rt.settings, project, event):
-        rt.store.create(fresh)
-        gate = rt.store.get(fresh.key)
+    creatable = {g.key: g for g in gates_for_job(rt.settings, project, event)}
+    for image in project.images:
+        if image.push_job != event.job_name:
+            continue
+        key = gate_key(event.project_id, event.pipeline_id, image.repository)
+        if key in creatable:
+            rt.store.create(creatable[key])
+        gate = rt.store.get(key)
         if gate is not None and gate.state is GateState.WAITING:
             _start_polling(gate)
 
