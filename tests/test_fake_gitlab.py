@@ -1,0 +1,522 @@
+"""The fake GitLab answers python-gitlab over HTTP the way GitLab does, rule by rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import gitlab
+import pytest
+import requests
+from gitlab.exceptions import (
+    GitlabAuthenticationError,
+    GitlabCreateError,
+    GitlabGetError,
+    GitlabHttpError,
+    GitlabUpdateError,
+)
+
+from tests.fakes.gitlab import FakeGitLab, FakeGitLabClient
+from tests.fakes.gitlab_state import ApiError, mentions, quick_actions
+
+TOKEN = "test-gitlab-token"  # noqa: S105 - a test value
+OTHER_TOKEN = "other-user-token"  # noqa: S105
+SHA = "a" * 40
+SHA2 = "b" * 40
+PID = 7
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitLab]:
+    with FakeGitLab(token=TOKEN) as server:
+        server.add_group(70, "acme")
+        server.add_project(PID, "acme/app", namespace_id=70)
+        server.add_user(2, "alice", token=OTHER_TOKEN)
+        yield server
+
+
+@pytest.fixture
+def gl(fake: FakeGitLab) -> gitlab.Gitlab:
+    return gitlab.Gitlab(fake.url, private_token=TOKEN, timeout=5, keep_base_url=True)
+
+
+def post_status(gl: gitlab.Gitlab, sha: str = SHA, **data: object) -> dict:
+    """POST a status the way the bot does and return GitLab's answer."""
+    return gl.projects.get(PID, lazy=True).commits.get(sha, lazy=True).statuses.create(data).attributes
+
+
+def error_of(excinfo: pytest.ExceptionInfo[Exception]) -> tuple[int | None, object]:
+    assert isinstance(excinfo.value, gitlab.GitlabError)
+    return excinfo.value.response_code, excinfo.value.error_message
+
+
+def add_mr_pipeline(fake: FakeGitLab, pipeline_id: int = 100, iid: int = 5, sha: str = SHA,
+                    status: str = "running") -> None:
+    fake.add_merge_request(PID, iid, "feature", "main", sha)
+    fake.add_pipeline(PID, pipeline_id, sha, source="merge_request_event", merge_request_iid=iid, status=status,
+                      jobs=[{"id": 11, "name": "build", "stage": "build", "status": "success"},
+                            {"id": 12, "name": "push-image", "stage": "push", "status": status}])
+
+
+# --- authentication and simple reads ------------------------------------------------------------------
+
+
+def test_token_is_required_and_identifies_the_bot(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    gl.auth()
+    assert gl.user is not None and gl.user.username == "ecr-scan-gate-bot" and gl.user.id == 1
+    token = gl.http_get("/personal_access_tokens/self")
+    assert token["scopes"] == ["api"] and token["active"] is True
+
+    bad = gitlab.Gitlab(fake.url, private_token="wrong", timeout=5)
+    with pytest.raises(GitlabAuthenticationError) as excinfo:
+        bad.auth()
+    assert error_of(excinfo) == (401, "401 Unauthorized")
+    assert requests.get(f"{fake.url}/api/v4/user", timeout=5).json() == {"message": "401 Unauthorized"}
+
+
+def test_token_scopes_are_configurable(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.set_token_scopes(["read_api"])
+    assert gl.http_get("/personal_access_tokens/self")["scopes"] == ["read_api"]
+
+
+def test_projects_and_groups_by_id_or_encoded_path(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    assert gl.projects.get(PID).path_with_namespace == "acme/app"
+    assert gl.projects.get("acme/app").id == PID  # python-gitlab sends acme%2Fapp
+    assert gl.groups.get("acme").id == 70
+    with pytest.raises(GitlabGetError) as excinfo:
+        gl.projects.get(999)
+    assert error_of(excinfo) == (404, "404 Project Not Found")
+    with pytest.raises(GitlabGetError) as excinfo:
+        gl.groups.get(999)
+    assert error_of(excinfo) == (404, "404 Group Not Found")
+
+
+def test_hooks_are_listed_without_their_secret(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_hook("https://bot.example/webhook", group_id=70, token="s3cret")
+    fake.add_hook("https://other.example/hook", project_id=PID, pipeline_events=False)
+    (group_hook,) = gl.groups.get(70, lazy=True).hooks.list(get_all=True)
+    assert group_hook.url == "https://bot.example/webhook" and group_hook.pipeline_events is True
+    assert "token" not in group_hook.attributes
+    (project_hook,) = gl.projects.get(PID, lazy=True).hooks.list(get_all=True)
+    assert project_hook.pipeline_events is False and project_hook.job_events is True
+
+
+# --- commit statuses ----------------------------------------------------------------------------------
+
+
+def test_status_updates_in_place_while_pending_or_running(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    first = post_status(gl, state="pending", name="ecr-scan-gate/app", pipeline_id=100, description="waiting")
+    assert first["status"] == "pending" and first["pipeline_id"] == 100
+    assert first["ref"] == "refs/merge-requests/5/head"  # taken from the pipeline when no ref is sent
+    assert first["author"]["username"] == "ecr-scan-gate-bot"
+    running = post_status(gl, state="running", name="ecr-scan-gate/app", pipeline_id=100)
+    done = post_status(gl, state="success", name="ecr-scan-gate/app", pipeline_id=100, target_url="https://r.example")
+    assert first["id"] == running["id"] == done["id"]
+    assert done["description"] == "waiting" and done["target_url"] == "https://r.example"
+    assert [s["status"] for s in fake.statuses(PID, SHA)] == ["success"]
+
+
+@pytest.mark.parametrize(
+    ("before", "again", "message"),
+    [
+        ("pending", "pending", 'Cannot transition status via :enqueue from :pending (Reason(s): Status cannot '
+                               'transition via "enqueue")'),
+        ("running", "running", 'Cannot transition status via :run from :running (Reason(s): Status cannot '
+                               'transition via "run")'),
+        ("running", "pending", 'Cannot transition status via :enqueue from :running (Reason(s): Status cannot '
+                               'transition via "enqueue")'),
+        ("running", "skipped", 'Cannot transition status via :skip from :running (Reason(s): Status cannot '
+                               'transition via "skip")'),
+    ],
+)
+def test_refused_transitions_keep_the_status(fake: FakeGitLab, gl: gitlab.Gitlab, before: str, again: str,
+                                             message: str) -> None:
+    add_mr_pipeline(fake)
+    post_status(gl, state=before, name="gate", pipeline_id=100, description="first")
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, state=again, name="gate", pipeline_id=100, description="second")
+    assert error_of(excinfo) == (400, message)
+    assert str(excinfo.value.error_message).startswith("Cannot transition status via")
+    (only,) = fake.statuses(PID, SHA)
+    assert (only["status"], only["description"]) == (before, "first")
+
+
+def test_a_finished_status_is_superseded_by_a_new_job(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    old = post_status(gl, state="failed", name="gate", pipeline_id=100)
+    new = post_status(gl, state="pending", name="gate", pipeline_id=100)
+    assert new["id"] > old["id"]
+    assert [(s["status"], s["retried"]) for s in fake.statuses(PID, SHA)] == [("failed", True), ("pending", False)]
+    assert fake.latest_statuses(PID, SHA)["gate"]["id"] == new["id"]
+    commit = gl.projects.get(PID, lazy=True).commits.get(SHA, lazy=True)
+    visible = commit.statuses.list(get_all=True, name="gate")
+    assert [s.id for s in visible] == [new["id"]]
+    everything = commit.statuses.list(get_all=True, query_parameters={"all": True, "name": "gate"})
+    assert [s.id for s in everything] == [old["id"], new["id"]]
+
+
+def test_state_must_be_one_of_six(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, state="error", pipeline_id=100)
+    assert error_of(excinfo) == (400, "state does not have a valid value")
+    assert post_status(gl, state="skipped", pipeline_id=100)["name"] == "default"
+
+
+@pytest.mark.parametrize("field", ["name", "description", "target_url", "ref"])
+def test_status_fields_are_limited_to_255_characters(fake: FakeGitLab, gl: gitlab.Gitlab, field: str) -> None:
+    fake.add_pipeline(PID, 100, SHA, ref="x" * 255)
+    post_status(gl, state="pending", **{field: "x" * 255})
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, state="pending", **{field: "x" * 256})
+    assert error_of(excinfo) == (400, f"{field} must be less than 255 characters")
+
+
+def test_pipeline_id_must_match_project_sha_and_ref(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.add_pipeline(PID, 200, SHA2, ref="main")
+    for data in ({"pipeline_id": 999}, {"pipeline_id": 200}, {"pipeline_id": 100, "ref": "feature"}):
+        with pytest.raises(GitlabCreateError) as excinfo:
+            post_status(gl, state="pending", name="gate", **data)
+        assert error_of(excinfo) == (404, "404 Pipeline for pipeline_id, sha and ref Not Found")
+    assert fake.statuses(PID, SHA) == [] and len(fake.pipelines()) == 2
+
+
+def test_branch_ref_on_a_detached_mr_pipeline_creates_a_stray_external_pipeline(
+        fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    assert fake.merge_request(PID, 5)["head_pipeline"]["id"] == 100
+    stray = post_status(gl, state="pending", name="gate", ref="feature")
+    (external,) = fake.pipelines(source="external")
+    assert stray["pipeline_id"] == external["id"] != 100
+    assert (external["ref"], external["sha"]) == ("feature", SHA)
+    # ...and that stray pipeline now stands in for the MR's head pipeline, which the gate never touched.
+    assert gl.projects.get(PID, lazy=True).mergerequests.get(5).head_pipeline["id"] == external["id"]
+
+
+def test_without_pipeline_id_the_newest_pipeline_of_the_sha_is_used(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_pipeline(PID, 100, SHA, ref="main", status="success")
+    fake.add_pipeline(PID, 101, SHA, ref="main", status="running")
+    assert post_status(gl, state="pending")["pipeline_id"] == 101
+    assert post_status(gl, state="pending", name="n2", pipeline_id=100)["pipeline_id"] == 100
+    assert fake.pipelines(source="external") == []
+
+
+def test_a_sha_without_pipeline_gets_an_external_pipeline_and_an_unknown_sha_404s(
+        fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA2, branches=["main"])
+    created = post_status(gl, SHA2, state="success")
+    assert fake.pipelines(source="external")[0]["id"] == created["pipeline_id"]
+    assert created["ref"] == "main"
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, "c" * 40, state="success")
+    assert error_of(excinfo) == (404, "404 Commit Not Found")
+
+
+def test_a_status_may_not_take_a_ci_job_name(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, state="pending", name="push-image", pipeline_id=100)
+    assert error_of(excinfo) == (400, {"name": ["has already been taken"]})
+
+
+def test_a_conflict_on_the_sha_lock_is_a_409(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.inject_fault("POST", r"/statuses/", 409)
+    with pytest.raises(GitlabCreateError) as excinfo:
+        post_status(gl, state="pending", pipeline_id=100)
+    assert error_of(excinfo) == (409, "Another update to this commit status is in progress")
+    assert post_status(gl, state="pending", pipeline_id=100)["status"] == "pending"
+
+
+def test_external_statuses_drive_the_pipeline_status(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake, status="running")
+    post_status(gl, state="pending", name="gate", pipeline_id=100)
+    fake.set_job_status(12, "success")
+    pipeline = gl.projects.get(PID, lazy=True).pipelines.get(100)
+    assert pipeline.status == "running"  # every CI job is done, but the gate is still pending
+    post_status(gl, state="failed", name="gate", pipeline_id=100)
+    assert gl.projects.get(PID, lazy=True).pipelines.get(100).status == "failed"
+    post_status(gl, state="pending", name="gate", pipeline_id=100)
+    post_status(gl, state="success", name="gate", pipeline_id=100)
+    assert gl.projects.get(PID, lazy=True).pipelines.get(100).status == "success"
+
+
+def test_status_list_includes_ci_jobs_and_filters(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    post_status(gl, state="pending", name="gate", pipeline_id=100)
+    commit = gl.projects.get(PID, lazy=True).commits.get(SHA, lazy=True)
+    assert sorted(s.name for s in commit.statuses.list(get_all=True)) == ["build", "gate", "push-image"]
+    assert [s.name for s in commit.statuses.list(get_all=True, stage="external")] == ["gate"]
+    assert commit.statuses.list(get_all=True, ref="main") == []
+
+
+def test_concurrent_status_posts_are_all_recorded(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    threads = [threading.Thread(target=post_status, args=(gl,), kwargs={"state": "pending", "name": f"g{i}",
+                                                                         "pipeline_id": 100}) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake.latest_statuses(PID, SHA)) == 20
+    assert len({s["id"] for s in fake.statuses(PID, SHA)}) == 20
+
+
+# --- merge requests, pipelines, jobs ------------------------------------------------------------------
+
+
+def test_merge_requests_of_a_commit(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.set_mr_head(PID, 5, SHA2)
+    fake.add_project(8, "acme/other")
+    fake.add_merge_request(8, 1, "feature", "main", SHA)
+    commit = gl.projects.get(PID, lazy=True).commits.get(SHA, lazy=True)
+    (mr,) = commit.merge_requests()
+    assert (mr["iid"], mr["project_id"], mr["sha"]) == (5, PID, SHA2)  # an older commit of the MR still finds it
+    mr = gl.projects.get(PID, lazy=True).mergerequests.get(5)
+    assert (mr.state, mr.source_branch, mr.target_branch, mr.head_pipeline) == ("opened", "feature", "main", None)
+    assert mr.web_url == f"{fake.url}/acme/app/-/merge_requests/5"
+    with pytest.raises(GitlabGetError):
+        gl.projects.get(PID, lazy=True).mergerequests.get(99)
+
+
+def test_jobs_and_pipelines(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.add_job(100, 13, "push-image", stage="push", status="pending")  # a retry of job 12
+    project = gl.projects.get(PID, lazy=True)
+    assert project.jobs.get(12).status == "running"
+    pipeline = project.pipelines.get(100)
+    assert (pipeline.ref, pipeline.source, pipeline.sha) == ("refs/merge-requests/5/head", "merge_request_event", SHA)
+    assert sorted(j.id for j in pipeline.jobs.list(get_all=True)) == [11, 13]
+    assert sorted(j.id for j in pipeline.jobs.list(get_all=True, include_retried=True)) == [11, 12, 13]
+    fake.add_project(8, "acme/other")
+    with pytest.raises(GitlabGetError) as excinfo:
+        gl.projects.get(8, lazy=True).pipelines.get(100)
+    assert excinfo.value.response_code == 404
+
+
+# --- notes --------------------------------------------------------------------------------------------
+
+
+def test_note_create_list_get_and_edit(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    mr = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True)
+    fake.add_note(PID, 5, "first, by alice", user_id=2)
+    note = mr.notes.create({"body": "<!-- ecr-scan-gate -->\nreport v1"})
+    assert (note.author["username"], note.system, note.noteable_iid) == ("ecr-scan-gate-bot", False, 5)
+    assert [n.id for n in mr.notes.list(get_all=True)] == [note.id, note.id - 1]  # newest first by default
+    assert [n.id for n in mr.notes.list(get_all=True, sort="asc")] == [note.id - 1, note.id]
+    note.body = "<!-- ecr-scan-gate -->\nreport v2"
+    note.save()
+    assert mr.notes.get(note.id).body.endswith("report v2")
+    assert [n["body"] for n in fake.notes(PID, 5)] == ["first, by alice", "<!-- ecr-scan-gate -->\nreport v2"]
+
+
+def test_only_the_author_may_edit_a_note(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    theirs = fake.add_note(PID, 5, "alice's note", user_id=2)
+    note = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.get(theirs["id"])
+    note.body = "overwritten"
+    with pytest.raises(GitlabUpdateError) as excinfo:
+        note.save()
+    assert error_of(excinfo) == (403, "403 Forbidden")
+    assert fake.notes(PID, 5)[0]["body"] == "alice's note"
+
+
+def test_note_body_is_required_and_at_most_a_million_characters(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
+    assert len(notes.create({"body": "x" * 1_000_000}).body) == 1_000_000
+    with pytest.raises(GitlabCreateError) as excinfo:
+        notes.create({"body": "x" * 1_000_001})
+    assert error_of(excinfo) == (
+        400, '400 Bad request - Note {:note=>["is too long (maximum is 1000000 characters)"]}')
+    with pytest.raises(GitlabCreateError) as excinfo:
+        notes.create({"body": "   "})
+    assert excinfo.value.response_code == 400
+    with pytest.raises(GitlabHttpError) as excinfo:
+        gl.http_post(f"/projects/{PID}/merge_requests/5/notes", post_data={})
+    assert error_of(excinfo) == (400, "body is missing")
+
+
+def test_note_creation_is_rate_limited_per_user(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.configure(note_rate_limit=3, note_rate_window_s=30)
+    notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
+    for i in range(3):
+        notes.create({"body": f"note {i}"})
+    response = requests.post(f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes", json={"body": "4th"},
+                             headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["Retry-After"]) <= 30
+    assert response.json() == {"message": {"error": "This endpoint has been requested too many times. "
+                                                    "Try again later."}}
+    with pytest.raises(GitlabCreateError) as excinfo:
+        notes.create({"body": "5th"}, obey_rate_limit=False)
+    assert excinfo.value.response_code == 429
+    # Another user has a budget of their own, and edits are not creations.
+    other = gitlab.Gitlab(fake.url, private_token=OTHER_TOKEN, timeout=5)
+    assert other.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.create({"body": "hi"}).id
+
+
+def test_python_gitlab_obeys_the_retry_after(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.configure(note_rate_limit=1, note_rate_window_s=1)
+    notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
+    notes.create({"body": "one"})
+    started = time.monotonic()
+    notes.create({"body": "two"})  # python-gitlab sleeps Retry-After (1 s) inside the call, then retries
+    assert time.monotonic() - started >= 0.9
+    assert fake.request_count("POST", r"/notes$", status=429) == 1
+
+
+def test_get_all_follows_the_link_header_across_pages(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    for i in range(205):
+        fake.add_note(PID, 5, f"note {i}")
+    notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
+    assert len(notes.list(get_all=True, per_page=100)) == 205
+    assert fake.request_count("GET", r"/notes$") == 3
+    assert len(notes.list(get_all=True)) == 205  # default per_page 20: 11 pages
+    assert len(notes.list(get_all=False)) == 20
+
+    response = requests.get(f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes",
+                            params={"per_page": 500, "page": 2, "sort": "asc"},
+                            headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+    headers = response.headers
+    assert (headers["X-Page"], headers["X-Per-Page"], headers["X-Total"], headers["X-Total-Pages"]) == (
+        "2", "100", "205", "3")
+    assert (headers["X-Next-Page"], headers["X-Prev-Page"]) == ("3", "1")
+    next_query = parse_qs(urlsplit(response.links["next"]["url"]).query)
+    assert next_query == {"page": ["3"], "per_page": ["100"], "sort": ["asc"]}
+    assert [n["body"] for n in response.json()][:1] == ["note 100"]
+
+
+def test_quick_actions_and_mentions_are_recorded_not_run(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    body = ("<!-- ecr-scan-gate -->\n/merge\n/approve now\n  /close\nsee `/assign @carol` and ping @alice\n"
+            "```\n/close\n@dave\n```\nmail bob@example.com\n/usr/lib/x is a path")
+    note = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.create({"body": body})
+    (recorded,) = fake.notes(PID, 5)
+    assert recorded["quick_actions"] == ["merge", "approve"]
+    assert recorded["mentions"] == ["alice"]
+    assert [q["command"] for q in fake.quick_actions_triggered()] == ["merge", "approve"]
+    assert fake.merge_request(PID, 5)["state"] == "opened"  # recorded only
+    note.body = "clean"
+    note.save()
+    assert fake.notes(PID, 5)[0]["quick_actions"] == [] and fake.notes(PID, 5)[0]["mentions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "commands", "names"),
+    [
+        ("/label ~bug", ["label"], []),
+        ("text\n/Merge\n", ["merge"], []),
+        ("`/close`", [], []),
+        ("`\n/close\n`", [], []),  # inline code spanning lines, as GitLab's extractor reads it
+        ("```\n/close\n```", [], []),
+        (">>>\n/close\n>>>", [], []),
+        ("<details>\n/close\n</details>", [], []),
+        ("a /close in the middle", [], []),
+        ("@all and @group/sub", [], ["all", "group"]),
+        ("``@x`` and `@y`\n~~~\n@z\n~~~", [], []),
+        ("x@y.z and \\@w", [], ["w"]),
+    ],
+)
+def test_markdown_scanning(body: str, commands: list[str], names: list[str]) -> None:
+    assert quick_actions(body) == commands
+    assert mentions(body) == names
+
+
+# --- failure modes ------------------------------------------------------------------------------------
+
+
+def test_unknown_routes_and_methods_answer_501(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    with pytest.raises(GitlabHttpError) as excinfo:
+        gl.http_get(f"/projects/{PID}/issues")
+    assert excinfo.value.response_code == 501
+    assert excinfo.value.error_message == f"not implemented by fake GitLab (route): GET /api/v4/projects/{PID}/issues"
+    with pytest.raises(GitlabHttpError) as excinfo:
+        gl.http_delete(f"/projects/{PID}/merge_requests/5/notes/1")
+    assert excinfo.value.response_code == 501
+
+
+def test_faults_are_injected_for_the_next_matching_requests(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.inject_fault("GET", r"^/api/v4/projects/\d+$", 502, times=2)
+    for _ in range(2):
+        with pytest.raises(GitlabGetError) as excinfo:
+            gl.projects.get(PID)
+        assert error_of(excinfo) == (502, "502 Bad Gateway")
+    assert gl.projects.get(PID).id == PID
+    fake.inject_fault("*", r"/projects/", 500, body={"message": "500 Internal Server Error"})
+    retrying = gitlab.Gitlab(fake.url, private_token=TOKEN, timeout=5, retry_transient_errors=True)
+    assert retrying.projects.get(PID).id == PID
+    assert [r["status"] for r in fake.requests("GET", rf"/projects/{PID}$")] == [502, 502, 200, 500, 200]
+
+
+def test_a_429_fault_carries_retry_after(fake: FakeGitLab) -> None:
+    fake.inject_fault("GET", "/user", 429, retry_after=7)
+    response = requests.get(f"{fake.url}/api/v4/user", headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "7")
+    assert requests.get(f"{fake.url}/api/v4/user", headers={"PRIVATE-TOKEN": TOKEN}, timeout=5).ok
+
+
+def test_a_delay_fault_makes_the_client_time_out(fake: FakeGitLab) -> None:
+    fake.inject_fault("GET", "/user", None, delay_s=1.0)
+    impatient = gitlab.Gitlab(fake.url, private_token=TOKEN, timeout=0.2)
+    with pytest.raises(requests.exceptions.Timeout):
+        impatient.auth()
+
+
+def test_reset_forgets_everything_but_the_bot(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.reset()
+    assert fake.pipelines() == [] and fake.requests() == []
+    gl.auth()
+    with pytest.raises(GitlabGetError):
+        gl.projects.get(PID)
+
+
+# --- control over HTTP --------------------------------------------------------------------------------
+
+
+def test_the_control_api_over_http(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    control = FakeGitLabClient(fake.url)
+    assert control.info()["bot_user"]["username"] == "ecr-scan-gate-bot"
+    control.add_merge_request(project_id=PID, iid=3, source_branch="f", target_branch="main", sha=SHA)
+    control.add_pipeline(project_id=PID, pipeline_id=300, sha=SHA, source="merge_request_event",
+                         merge_request_iid=3, jobs=[{"id": 31, "name": "push", "stage": "push", "status": "running"}])
+    post_status(gl, state="pending", name="gate", pipeline_id=300)
+    assert control.latest_statuses(project_id=PID, sha=SHA)["gate"]["status"] == "pending"
+    control.inject_fault(method="POST", path_regex="/notes", status=500)
+    with pytest.raises(GitlabCreateError):
+        gl.projects.get(PID, lazy=True).mergerequests.get(3, lazy=True).notes.create({"body": "x"})
+    count = requests.get(f"{fake.url}/_fake/request_count", params={"method": "POST", "status": 500}, timeout=5)
+    assert count.json() == 1
+    with pytest.raises(ApiError) as excinfo:
+        control.add_project(project_id=PID, path_with_namespace="dup/licate")
+    assert excinfo.value.status == 400 and "already exists" in excinfo.value.body["message"]
+    assert requests.post(f"{fake.url}/_fake/nope", json={}, timeout=5).status_code == 404
+    with pytest.raises(AttributeError):
+        control.not_a_method  # noqa: B018
+
+
+def test_standalone_server_prints_its_url() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.gitlab", "--port", "0", "--token", "T"],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(f"{url}/api/v4/user", headers={"PRIVATE-TOKEN": "T"}, timeout=5).json()["id"] == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
