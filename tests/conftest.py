@@ -1,0 +1,82 @@
+"""Session fixtures: one real Redis DB, one fake GitLab, one ECR double and one real Celery worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.app import create_app
+from bot.config import Settings, load_settings
+from tests import harness
+from tests.fakes.ecr import EcrDouble
+from tests.fakes.gitlab import FakeGitLab
+
+# DB 15 of the machine's Redis (started by `make test` when none runs): tests flush it freely.
+REDIS_URL = os.environ.get("ECR_GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"no Redis at {REDIS_URL} ({exc}); run the tests with `make test`, which starts one", 2)
+    harness.flush(REDIS_URL)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def fake_gitlab() -> Iterator[FakeGitLab]:
+    with FakeGitLab(token=harness.GITLAB_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ecr() -> Iterator[EcrDouble]:
+    with EcrDouble() as double:
+        for repository in ("app", "api"):
+            double.create_repository(repository, scan_on_push=True)
+        yield double
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack_dir: Path, fake_gitlab: FakeGitLab, ecr: EcrDouble, redis_url: str) -> dict[str, str]:
+    config = harness.write_config(stack_dir / "config.toml", fake_gitlab.url, redis_url)
+    return harness.stack_env(config, ecr)
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    return load_settings(stack_env["ECR_GATE_CONFIG"], env=stack_env)
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env: dict[str, str], stack_dir: Path) -> Iterator[harness.Process]:
+    proc = harness.celery_worker(stack_env, stack_dir).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def scenario(fake_gitlab: FakeGitLab, ecr: EcrDouble, client, worker) -> harness.Scenario:
+    """A fresh MR + pipeline with the whole stack (web → Redis → worker → GitLab/ECR) running."""
+    return harness.Scenario(fake_gitlab, ecr, harness.webhook_call(client))

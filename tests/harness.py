@@ -1,0 +1,260 @@
+"""The real stack for tests: Redis, a Celery worker process, the fake GitLab and the ECR double."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.fakes.ecr import EcrDouble
+from tests.fakes.gitlab import FakeGitLab
+from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
+
+ROOT = Path(__file__).resolve().parent.parent
+GITLAB_TOKEN = "glpat-test-token-0123456789"
+WEBHOOK_SECRET = "whsecret-test-9876543210"
+GROUP = "e2e"
+PUSH_APP = "docker-push"
+PUSH_API = "docker-push-api"
+
+CONFIG = """
+[gitlab]
+url = "{gitlab_url}"
+timeout_s = 5
+
+[redis]
+url = "{redis_url}"
+
+[policy]
+fail_on = ["CRITICAL", "HIGH"]
+max_listed = 5
+
+[scan]
+poll_interval_s = 1
+timeout_s = {timeout_s}
+not_found_grace_s = 2
+backoff_max_s = 2
+
+[ecr]
+rate_per_s = {rate}
+burst = {burst}
+
+[sweep]
+interval_s = 2
+stuck_after_s = {stuck_after}
+
+[celery]
+visibility_timeout_s = {visibility}
+
+[[projects]]
+path = "{group}/*"
+
+  [[projects.images]]
+  repository = "app"
+  tag = "{{short_sha}}"
+  push_job = "{push_app}"
+
+  [[projects.images]]
+  repository = "api"
+  tag = "api-{{short_sha}}"
+  push_job = "{push_api}"
+"""
+
+
+def write_config(path: Path, gitlab_url: str, redis_url: str, *, timeout_s: float = 12, rate: float = 100,
+                 burst: int = 100, stuck_after: float = 5, visibility: int = 60) -> Path:
+    path.write_text(CONFIG.format(gitlab_url=gitlab_url, redis_url=redis_url, timeout_s=timeout_s, rate=rate,
+                                  burst=burst, stuck_after=stuck_after, visibility=visibility, group=GROUP,
+                                  push_app=PUSH_APP, push_api=PUSH_API))
+    return path
+
+
+def stack_env(config: Path, ecr: EcrDouble) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_GATE", "GITLAB_"))}
+    env.update(ecr.env())
+    env.update({
+        "ECR_GATE_CONFIG": str(config),
+        "GITLAB_TOKEN": GITLAB_TOKEN,
+        "GITLAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("REDIS_URL", None)
+    return env
+
+
+class Process:
+    """A child process (worker, beat, gunicorn) with its log in a file; killable like in production."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
+                 ready: str | None = None) -> None:
+        self.name, self.argv, self.env, self.ready = name, argv, env, ready
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Process:
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        # A session of its own: a SIGKILL of the group takes the prefork children too, as a crash would.
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if self.ready:
+            wait_for(lambda: self.ready in self.log_text() or self.proc.poll() is not None, timeout,
+                     f"{self.name} to start")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_text()[-3000:]}")
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[self._offset:]
+        except FileNotFoundError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 4) -> Process:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "-Q", "ecr-scan-gate", "--without-gossip", "--without-mingle",
+            "-n", f"{name}-{secrets.token_hex(3)}@%h"]
+    return Process(name, argv, env, log_dir, ready="ready.")
+
+
+def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "beat", "--loglevel", "INFO",
+            "--schedule", str(log_dir / "beat-schedule")]
+    return Process("beat", argv, env, log_dir, ready="beat: Starting")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition",
+             interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+_ids = itertools.count(int(time.time() * 1000) % 10_000_000 * 10)
+
+
+@dataclass
+class Scenario:
+    """One merge request with one pipeline in the fake GitLab, ready to be delivered as webhooks."""
+
+    gitlab: FakeGitLab
+    ecr: EcrDouble
+    deliver: Callable[[str, dict[str, Any], str | None], Any]
+    project_id: int = field(default_factory=lambda: next(_ids))
+    mr_iid: int = 1
+    pipeline_id: int = field(default_factory=lambda: next(_ids))
+    sha: str = field(default_factory=lambda: secrets.token_hex(20))
+    branch: str = "feature/gate"
+    jobs: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.project_path = f"{GROUP}/p{self.project_id}"
+        self.gitlab.add_project(self.project_id, self.project_path)
+        self.gitlab.add_merge_request(self.project_id, self.mr_iid, self.branch, "main", self.sha)
+        self._add_pipeline(self.pipeline_id, self.sha)
+
+    def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
+        self.jobs = {PUSH_APP: next(_ids), PUSH_API: next(_ids), "unit-tests": next(_ids)}
+        self.gitlab.add_pipeline(
+            self.project_id, pipeline_id, sha, source="merge_request_event", merge_request_iid=self.mr_iid,
+            jobs=[{"id": job_id, "name": name, "stage": "push", "status": "created"}
+                  for name, job_id in self.jobs.items()],
+        )
+
+    def new_commit(self) -> None:
+        """A push to the MR's branch: new head, new pipeline."""
+        self.sha = secrets.token_hex(20)
+        self.pipeline_id = next(_ids)
+        self.gitlab.set_mr_head(self.project_id, self.mr_iid, self.sha)
+        self._add_pipeline(self.pipeline_id, self.sha)
+
+    # --- ECR ---------------------------------------------------------------------------------
+    def tag(self, repository: str) -> str:
+        return self.sha[:8] if repository == "app" else f"api-{self.sha[:8]}"
+
+    def push(self, repository: str = "app") -> str:
+        return self.ecr.push_image(repository, self.tag(repository))
+
+    def script(self, repository: str, steps: Iterable[dict[str, Any]]) -> None:
+        self.ecr.script(repository, tag=self.tag(repository), steps=list(steps))
+
+    # --- webhooks ------------------------------------------------------------------------------
+    def pipeline_event(self, status: str = "running", builds: dict[str, str] | None = None,
+                       key: str | None = None) -> Any:
+        builds = builds or {}
+        specs = [(name, "push", builds.get(name, "created"), job_id) for name, job_id in self.jobs.items()]
+        body = pipeline_payload(project_id=self.project_id, project_path=self.project_path,
+                                pipeline_id=self.pipeline_id, sha=self.sha, ref=self.branch, status=status,
+                                mr_iid=self.mr_iid, builds=specs)
+        return self.deliver("Pipeline Hook", body, key)
+
+    def job_event(self, name: str = PUSH_APP, status: str = "success", key: str | None = None) -> Any:
+        self.gitlab.set_job_status(self.jobs[name], status)
+        body = job_payload(project_id=self.project_id, project_path=self.project_path,
+                           pipeline_id=self.pipeline_id, job_id=self.jobs[name], job_name=name, status=status,
+                           sha=self.sha, ref=f"refs/merge-requests/{self.mr_iid}/head")
+        return self.deliver("Job Hook", body, key)
+
+    # --- what GitLab now shows -------------------------------------------------------------------
+    def statuses(self, sha: str | None = None) -> dict[str, dict[str, Any]]:
+        return self.gitlab.latest_statuses(self.project_id, sha or self.sha)
+
+    def status(self, repository: str = "app", sha: str | None = None) -> dict[str, Any] | None:
+        return self.statuses(sha).get(f"ecr-scan-gate/{repository}")
+
+    def wait_status(self, repository: str = "app", states: Iterable[str] = ("success", "failed", "canceled"),
+                    timeout: float = 40) -> dict[str, Any]:
+        wanted = set(states)
+        return wait_for(lambda: (s := self.status(repository)) and s["status"] in wanted and s,
+                        timeout, f"status of {repository} in {wanted}")
+
+    def notes(self) -> list[dict[str, Any]]:
+        return self.gitlab.notes(self.project_id, self.mr_iid)
+
+    def wait_note(self, *needles: str, timeout: float = 30) -> str:
+        def found() -> str | None:
+            for note in self.notes():
+                if all(n in note["body"] for n in needles):
+                    return note["body"]
+            return None
+        return wait_for(found, timeout, f"a note containing {needles}")
+
+
+def flush(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
+
+
+def webhook_call(client: Any) -> Callable[[str, dict[str, Any], str | None], Any]:
+    def deliver(event: str, body: dict[str, Any], key: str | None) -> Any:
+        return client.post("/webhook", json=body, headers=webhook_headers(event, WEBHOOK_SECRET, key))
+    return deliver
