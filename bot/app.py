@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     # Flask refuses larger bodies with 413 before the view reads them.
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook.max_body_bytes
     # Socket timeouts of 1 s: GitLab waits 10 s for us, and a dead Redis must yield a fast 503.
-    store = store or Store.from_url(settings.redis.url, settings.redis.gate_ttl_s, socket_timeout_s=1.0)
+    store = store or Store.from_url(settings.redis.url, settings.redis.gate_ttl_s, socket_timeout_s=1.0,
+                                    prefix=settings.redis.key_prefix)
     app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue or celery_enqueue(settings))
     app.register_blueprint(bp)
     app.register_error_handler(413, json_error_handler)

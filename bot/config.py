@@ -34,6 +34,8 @@ class GitLabSettings(_Model):
     timeout_s: float = Field(10.0, gt=0, le=120)
     status_prefix: str = "ecr-scan-gate"
     verify_tls: bool = True
+    # Cap of the jittered backoff between retries of a status or note after a 5xx/409/timeout.
+    backoff_max_s: float = Field(60.0, ge=1)
 
     @field_validator("url")
     @classmethod
@@ -45,6 +47,8 @@ class GitLabSettings(_Model):
 
 class RedisSettings(_Model):
     url: str = "redis://127.0.0.1:6379/0"
+    # Every key (gate state and Celery's queues) starts with this, so deployments can share a Redis.
+    key_prefix: str = Field("esg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Webhook deliveries are resent by hand at most days later; a week covers that.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     # Gate records rebuild the MR note; MRs stay open for weeks.
@@ -108,13 +112,14 @@ class SweepSettings(_Model):
     # How often beat runs the sweep; also the worst-case delay to notice a lost gate.
     interval_s: float = Field(60.0, ge=1)
     # A polling gate with no progress for this long has lost its task (worker killed, Redis lost).
-    stuck_after_s: float = Field(300.0, ge=5)
+    stuck_after_s: float = Field(300.0, ge=1)
 
 
 class CelerySettings(_Model):
-    # Redis redelivers an unacked task after this. It must exceed the longest countdown we
-    # schedule (poll interval + backoff) or waiting tasks would be delivered twice.
-    visibility_timeout_s: int = Field(3600, ge=30)
+    # Redis redelivers an unacked task after this: it is how a task held by a killed worker comes
+    # back. Short enough that a lost task returns well inside a scan's timeout; every countdown we
+    # schedule is capped at half of it, so a task waiting for its countdown is never delivered twice.
+    visibility_timeout_s: int = Field(600, ge=4)
 
 
 class ImageSettings(_Model):

@@ -10,10 +10,12 @@ class GateError(Exception):
 class TransientError(GateError):
     """Worth retrying: throttling, 5xx, timeouts, a 409 from a concurrent status update."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, uncertain: bool = False) -> None:
         super().__init__(message)
         # Seconds the remote side asked us to wait (Retry-After), if it said.
         self.retry_after = retry_after
+        # No answer came (timeout, dropped connection): a write may have been applied anyway.
+        self.uncertain = uncertain
 
 
 class PermanentError(GateError):

@@ -53,7 +53,7 @@ def _translated(what: str) -> Iterator[None]:
     except GitlabError as exc:
         raise PermanentError(f"GitLab error on {what}: {type(exc).__name__}") from None
     except requests.RequestException as exc:
-        raise TransientError(f"GitLab unreachable on {what}: {type(exc).__name__}") from None
+        raise TransientError(f"GitLab unreachable on {what}: {type(exc).__name__}", uncertain=True) from None
 
 
 @dataclass(frozen=True)

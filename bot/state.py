@@ -12,16 +12,16 @@ import redis
 
 from bot.models import GateState, Verdict
 
-PREFIX = "esg"
-OPEN = f"{PREFIX}:open"  # sorted set of unfinished gate keys, scored by creation time
+DEFAULT_PREFIX = "esg"
+OPEN = "open"  # sorted set of unfinished gate keys, scored by creation time
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 # waiting -> polling, once. Returns the new poll generation, 0 if another writer got there first.
@@ -48,8 +48,7 @@ return 1
 # Any state -> done, exactly once: the first verdict wins, later writers see 0.
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'done' and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'state', 'done', unpack(ARGV))
-  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('HSET', KEYS[1], 'state', 'done', unpack(ARGV, 2))
   return 1
 end
 return 0
@@ -143,19 +142,21 @@ class Gate:
 
 
 def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:
-    return f"{PREFIX}:gate:{project_id}:{pipeline_id}:{repository}"
+    """A gate's key, relative to the store's prefix (so several deployments can share one Redis)."""
+    return f"gate:{project_id}:{pipeline_id}:{repository}"
 
 
 def commit_key(project_id: int, sha: str) -> str:
-    return f"{PREFIX}:commit:{project_id}:{sha}"
+    return f"commit:{project_id}:{sha}"
 
 
 class Store:
     """All Redis access of the bot goes through here."""
 
-    def __init__(self, client: redis.Redis, gate_ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:
         self.r = client
         self.ttl = gate_ttl_s
+        self.prefix = prefix
         self._create = client.register_script(_CREATE)
         self._start = client.register_script(_START)
         self._restart = client.register_script(_RESTART)
@@ -165,95 +166,105 @@ class Store:
         self._mr_latest = client.register_script(_MR_LATEST)
 
     @classmethod
-    def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0) -> Store:
+    def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0,
+                 prefix: str = DEFAULT_PREFIX) -> Store:
         # A short socket timeout: the webhook must answer 503 quickly when Redis is gone.
         client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
                                       decode_responses=True)
-        return cls(client, gate_ttl_s)
+        return cls(client, gate_ttl_s, prefix)
+
+    def _k(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
 
     # --- gates -------------------------------------------------------------------------------------
     def create(self, gate: Gate) -> bool:
         gate.created_at = gate.created_at or time.time()
         flat = [x for kv in gate.to_redis().items() for x in kv]
-        return bool(self._create(keys=[gate.key, commit_key(gate.project_id, gate.sha), OPEN],
-                                 args=[self.ttl, gate.created_at, *flat]))
+        keys = [self._k(gate.key), self._k(commit_key(gate.project_id, gate.sha)), self._k(OPEN)]
+        # The commit set and the open set hold relative keys; ARGV carries the relative gate key too.
+        return bool(self._create(keys=keys, args=[self.ttl, gate.created_at, gate.key, *flat]))
 
     def get(self, key: str) -> Gate | None:
-        raw = self.r.hgetall(key)
+        raw = self.r.hgetall(self._k(key))
         return Gate.from_redis(raw) if raw else None
 
     def start_polling(self, key: str, now: float, deadline: float) -> int:
-        return int(self._start(keys=[key], args=[now, deadline]))
+        return int(self._start(keys=[self._k(key)], args=[now, deadline]))
 
     def restart_polling(self, key: str, now: float) -> int:
-        return int(self._restart(keys=[key], args=[now]))
+        return int(self._restart(keys=[self._k(key)], args=[now]))
 
     def progress(self, key: str, gen: int, **values: object) -> bool:
         flat = [str(x) for kv in values.items() for x in kv]
-        return bool(self._progress(keys=[key], args=[gen, *flat]))
+        return bool(self._progress(keys=[self._k(key)], args=[gen, *flat]))
 
     def finish(self, key: str, verdict: Verdict, **values: object) -> bool:
         extra = [str(x) for kv in values.items() for x in kv]
-        return bool(self._finish(keys=[key, OPEN], args=["verdict", json.dumps(verdict.to_dict()),
-                                                         "last_progress", str(time.time()), *extra]))
+        return bool(self._finish(keys=[self._k(key)],
+                                 args=[key, "verdict", json.dumps(verdict.to_dict()),
+                                       "last_progress", str(time.time()), *extra]))
 
     def set_posted(self, key: str, state: str) -> None:
-        self.r.hset(key, "posted_state", state)
+        self.r.hset(self._k(key), "posted_state", state)
 
     def set_mr(self, key: str, iid: int) -> None:
-        self.r.hset(key, "mr_iid", str(iid))
+        self.r.hset(self._k(key), "mr_iid", str(iid))
+
+    def touch(self, key: str, now: float) -> None:
+        """Mark a gate as looked at, so the sweep asks about it at most once per stuck_after_s."""
+        self.r.hset(self._k(key), "last_progress", str(now))
 
     def gates_for_commit(self, project_id: int, sha: str) -> list[Gate]:
-        keys = sorted(self.r.smembers(commit_key(project_id, sha)))
+        keys = sorted(self.r.smembers(self._k(commit_key(project_id, sha))))
         gates = [self.get(k) for k in keys]
         return [g for g in gates if g is not None]
 
     def open_gates(self, batch: int = 500) -> Iterator[str]:
         start = 0
         while True:
-            keys = self.r.zrange(OPEN, start, start + batch - 1)
+            keys = self.r.zrange(self._k(OPEN), start, start + batch - 1)
             if not keys:
                 return
             yield from keys
             start += batch
 
     def forget_open(self, key: str) -> None:
-        self.r.zrem(OPEN, key)
+        self.r.zrem(self._k(OPEN), key)
 
     def see_mr_pipeline(self, project_id: int, iid: int, pipeline_id: int, sha: str) -> tuple[int, str]:
         """Record a pipeline of an MR; returns the newest (pipeline_id, sha) seen for it."""
-        pid, head = self._mr_latest(keys=[f"{PREFIX}:mr:{project_id}:{iid}"], args=[pipeline_id, sha, self.ttl])
+        pid, head = self._mr_latest(keys=[self._k(f"mr:{project_id}:{iid}")], args=[pipeline_id, sha, self.ttl])
         return int(pid), str(head)
 
     def mr_latest(self, project_id: int, iid: int) -> tuple[int, str]:
-        pid, head = self.r.hmget(f"{PREFIX}:mr:{project_id}:{iid}", "pipeline_id", "sha")
+        pid, head = self.r.hmget(self._k(f"mr:{project_id}:{iid}"), "pipeline_id", "sha")
         return int(pid or 0), str(head or "")
 
     def status_lock(self, key: str) -> redis.lock.Lock:
         # Serialises read-state-then-post for one gate so a stale "running" never lands after the verdict.
         # 30 s: longer than one status POST with its 10 s timeout.
-        return self.r.lock(f"{key}:status-lock", timeout=30, blocking_timeout=0)
+        return self.r.lock(self._k(f"{key}:status-lock"), timeout=30, blocking_timeout=0)
 
     # --- webhook deliveries ------------------------------------------------------------------------
     def first_delivery(self, delivery_key: str, ttl_s: int) -> bool:
         """True the first time a delivery key is seen."""
-        return bool(self.r.set(f"{PREFIX}:delivery:{delivery_key}", "1", nx=True, ex=ttl_s))
+        return bool(self.r.set(self._k(f"delivery:{delivery_key}"), "1", nx=True, ex=ttl_s))
 
     def confirm_delivery(self, delivery_key: str, ttl_s: int) -> None:
         """Keep the key for the full dedupe window once the work is safely queued."""
-        self.r.expire(f"{PREFIX}:delivery:{delivery_key}", ttl_s)
+        self.r.expire(self._k(f"delivery:{delivery_key}"), ttl_s)
 
     def forget_delivery(self, delivery_key: str) -> None:
-        self.r.delete(f"{PREFIX}:delivery:{delivery_key}")
+        self.r.delete(self._k(f"delivery:{delivery_key}"))
 
     # --- shared rate limit ---------------------------------------------------------------------------
     def take_token(self, bucket: str, rate_per_s: float, burst: int) -> float:
         """Seconds to wait before the call may be made; 0.0 means go now (the token is taken)."""
-        return int(self._take(keys=[f"{PREFIX}:bucket:{bucket}"], args=[rate_per_s, burst])) / 1000.0
+        return int(self._take(keys=[self._k(f"bucket:{bucket}")], args=[rate_per_s, burst])) / 1000.0
 
     def note_lock(self, project_id: int, iid: int) -> redis.lock.Lock:
         # 60 s: longer than one note rebuild (a few GitLab calls with a 10 s timeout each).
-        return self.r.lock(f"{PREFIX}:lock:note:{project_id}:{iid}", timeout=60, blocking_timeout=0)
+        return self.r.lock(self._k(f"lock:note:{project_id}:{iid}"), timeout=60, blocking_timeout=0)
 
     def ping(self) -> bool:
         try:

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Make sure a Redis answers on 127.0.0.1:6379 (tests and demo need a real one): use the running
-# server, else start one, installing redis-server from Debian's packages if it is missing.
+# Make sure redis-server is installed (the fault suite starts its own, to restart it mid-run) and
+# that a Redis answers on 127.0.0.1:6379: use the running server, else start one.
 set -eu
 port="${REDIS_PORT:-6379}"
 ping() {
@@ -11,13 +11,13 @@ try:
 except OSError:
     sys.exit(1)" "$port"
 }
-if ping; then exit 0; fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server not found: installing it (apt-get)" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
+if ping; then exit 0; fi
 echo "starting redis-server on 127.0.0.1:$port" >&2
 redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
   --logfile /tmp/ecr-scan-gate-redis-"$port".log

@@ -15,7 +15,8 @@ from tests import harness
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
 
-# DB 15 of the machine's Redis (started by `make test` when none runs): tests flush it freely.
+# DB 15 of the machine's Redis (started by `make test` when none runs); each session uses a key
+# prefix of its own and deletes its keys at the end.
 REDIS_URL = os.environ.get("ECR_GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -25,7 +26,6 @@ def redis_url() -> str:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         pytest.exit(f"no Redis at {REDIS_URL} ({exc}); run the tests with `make test`, which starts one", 2)
-    harness.flush(REDIS_URL)
     return REDIS_URL
 
 
@@ -38,8 +38,7 @@ def fake_gitlab() -> Iterator[FakeGitLab]:
 @pytest.fixture(scope="session")
 def ecr() -> Iterator[EcrDouble]:
     with EcrDouble() as double:
-        for repository in ("app", "api"):
-            double.create_repository(repository, scan_on_push=True)
+        harness.ensure_repositories(double)
         yield double
 
 
@@ -55,8 +54,10 @@ def stack_env(stack_dir: Path, fake_gitlab: FakeGitLab, ecr: EcrDouble, redis_ur
 
 
 @pytest.fixture(scope="session")
-def settings(stack_env: dict[str, str]) -> Settings:
-    return load_settings(stack_env["ECR_GATE_CONFIG"], env=stack_env)
+def settings(stack_env: dict[str, str], redis_url: str) -> Iterator[Settings]:
+    loaded = load_settings(stack_env["ECR_GATE_CONFIG"], env=stack_env)
+    yield loaded
+    harness.drop_prefix(redis_url, loaded.redis.key_prefix)
 
 
 @pytest.fixture(scope="session")

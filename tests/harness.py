@@ -34,6 +34,7 @@ timeout_s = 5
 
 [redis]
 url = "{redis_url}"
+key_prefix = "{prefix}"
 
 [policy]
 fail_on = ["CRITICAL", "HIGH"]
@@ -72,8 +73,11 @@ path = "{group}/*"
 
 
 def write_config(path: Path, gitlab_url: str, redis_url: str, *, timeout_s: float = 12, rate: float = 100,
-                 burst: int = 100, stuck_after: float = 5, visibility: int = 60) -> Path:
+                 burst: int = 100, stuck_after: float = 5, visibility: int = 60, prefix: str | None = None) -> Path:
+    # A key prefix of its own: test sessions running at once on one Redis never see each other's work.
+    prefix = prefix or f"esgtest-{secrets.token_hex(4)}"
     path.write_text(CONFIG.format(gitlab_url=gitlab_url, redis_url=redis_url, timeout_s=timeout_s, rate=rate,
+                                  prefix=prefix,
                                   burst=burst, stuck_after=stuck_after, visibility=visibility, group=GROUP,
                                   push_app=PUSH_APP, push_api=PUSH_API))
     return path
@@ -91,6 +95,14 @@ def stack_env(config: Path, ecr: EcrDouble) -> dict[str, str]:
     })
     env.pop("REDIS_URL", None)
     return env
+
+
+def ensure_repositories(ecr: EcrDouble, names: Iterable[str] = ("app", "api")) -> None:
+    """moto's state is per process, shared by every double in it: create each repository once."""
+    existing = {r["repositoryName"] for r in ecr.client().describe_repositories()["repositories"]}
+    for name in names:
+        if name not in existing:
+            ecr.create_repository(name, scan_on_push=True)
 
 
 class Process:
@@ -250,8 +262,13 @@ class Scenario:
         return wait_for(found, timeout, f"a note containing {needles}")
 
 
-def flush(url: str) -> None:
-    redis.Redis.from_url(url).flushdb()
+def drop_prefix(url: str, prefix: str) -> int:
+    """Delete every key of one test session (its gates and its Celery queues)."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+    return len(keys)
 
 
 def webhook_call(client: Any) -> Callable[[str, dict[str, Any], str | None], Any]:

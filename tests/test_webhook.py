@@ -36,7 +36,7 @@ def queue() -> Recorder:
 
 @pytest.fixture
 def web(settings: Settings, redis_url: str, queue: Recorder):
-    store = Store.from_url(redis_url, settings.redis.gate_ttl_s)
+    store = Store.from_url(redis_url, settings.redis.gate_ttl_s, prefix=settings.redis.key_prefix)
     return create_app(settings, store=store, enqueue=queue).test_client()
 
 
@@ -132,7 +132,7 @@ def test_same_idempotency_key_twice_is_queued_once(web, queue):
 
 
 def test_enqueue_failure_is_503_and_a_resend_is_accepted(settings, redis_url):
-    store = Store.from_url(redis_url, settings.redis.gate_ttl_s)
+    store = Store.from_url(redis_url, settings.redis.gate_ttl_s, prefix=settings.redis.key_prefix)
     broken = Recorder(fail=redis.ConnectionError("down"))
     web = create_app(settings, store=store, enqueue=broken).test_client()
     assert post(web, body(pipeline_id=99002), key="resend-me").status_code == 503

@@ -12,6 +12,8 @@ QUEUE = "ecr-scan-gate"
 def make_celery(settings: Settings) -> Celery:
     app = Celery("ecr_scan_gate", broker=settings.redis.url)
     app.conf.update(
+        # kombu's Redis transport, hardened so a Redis outage cannot kill the worker (see the module).
+        broker_transport="workers.transport:Transport",
         # Ack only after the task ran: a worker killed mid-task leaves the message to be redelivered.
         task_acks_late=True,
         # ...and also when the child process dies (SIGKILL, OOM) rather than raising.
@@ -24,9 +26,15 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={
-            # Unacked messages (incl. countdown retries held by a worker) come back after this; it is
-            # longer than any countdown we schedule, so a waiting retry is never delivered twice.
+            # Unacked messages (incl. countdown retries held by a worker) come back after this; every
+            # countdown is capped at half of it (workers/tasks.py), so a waiting retry is never
+            # delivered twice while a killed worker's tasks still return within the scan timeout.
             "visibility_timeout": settings.celery.visibility_timeout_s,
+            # Look for abandoned messages every ~visibility/4 s instead of kombu's default 100 s.
+            "unacked_restore_interval": max(1, settings.celery.visibility_timeout_s // 4),
+            "unacked_restore_throttle": 1,
+            # Queues and Celery's bookkeeping live under the same prefix as the gate records.
+            "global_keyprefix": f"{settings.redis.key_prefix}:celery:",
         },
         # The webhook must answer within GitLab's 10 s: publishing gives up after ~3 s and the
         # receiver answers 503 instead (GitLab records the failure; the delivery can be resent).

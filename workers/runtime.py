@@ -25,7 +25,7 @@ def runtime() -> Runtime:
     settings = load_settings()
     return Runtime(
         settings=settings,
-        store=Store.from_url(settings.redis.url, settings.redis.gate_ttl_s),
+        store=Store.from_url(settings.redis.url, settings.redis.gate_ttl_s, prefix=settings.redis.key_prefix),
         gitlab=GitLabApi(settings.gitlab, settings.gitlab_token),
         ecr=EcrApi(settings.ecr),
     )

@@ -46,7 +46,7 @@ def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[
     stuck_after = rt.settings.sweep.stuck_after_s
     if now - gate.created_at < stuck_after or now - gate.last_progress < stuck_after:
         return "ok"
-    rt.store.r.hset(gate.key, "last_progress", str(now))  # ask GitLab about this gate once per stuck_after
+    rt.store.touch(gate.key, now)  # ask GitLab about this gate once per stuck_after
     job = rt.gitlab.find_job(gate.project_id, gate.pipeline_id, gate.push_job)
     if job is not None and job.status == "success":
         # The job event never arrived (or was lost before it was queued): start now.
@@ -76,7 +76,7 @@ def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Cal
             if gate.state is GateState.DONE:
                 # Verdict recorded but its status never confirmed posted: post it again.
                 if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
-                    rt.store.r.hset(gate.key, "last_progress", str(now))
+                    rt.store.touch(gate.key, now)
                     enqueue_sync(gate.key)
                     counts["resynced"] += 1
                 continue

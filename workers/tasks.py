@@ -38,6 +38,11 @@ def backoff(attempt: int, cap: float, base: float = 2.0) -> float:
     return random.uniform(0.5, min(cap, base * 2 ** min(attempt, 16)))  # noqa: S311 - not crypto
 
 
+def capped(countdown: float) -> float:
+    """Every countdown stays under half the visibility timeout, so Redis never redelivers a waiting task."""
+    return max(0.0, min(countdown, runtime().settings.celery.visibility_timeout_s / 2))
+
+
 def _enqueue_poll(gate_key: str, gen: int, countdown: float = 0.0) -> None:
     poll.apply_async(args=[gate_key, gen], countdown=countdown)
 
@@ -109,6 +114,7 @@ def job_event(self: Task, payload: dict) -> None:
             _start_polling(gate)
 
 
+# max_retries=None: a poll is bounded by the gate's deadline (scan.timeout_s), not by a count.
 @shared_task(name="gate.poll", bind=True, max_retries=None)
 def poll(self: Task, gate_key: str, gen: int) -> None:
     """ONE DescribeImageScanFindings call; not final yet → reschedule itself, never sleep."""
@@ -129,12 +135,12 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     wait = rt.store.take_token(rate_bucket(gate), settings.ecr.rate_per_s, settings.ecr.burst)
     if wait > 0:
         # Shared rate limit reached: come back when a token is due (plus jitter to spread the herd).
-        raise self.retry(countdown=min(wait + random.uniform(0, wait), remaining + 0.1))  # noqa: S311
+        raise self.retry(countdown=capped(min(wait + random.uniform(0, wait), remaining + 0.1)))  # noqa: S311
     try:
         result = rt.ecr.scan_findings(image_ref(gate), settings.scan.page_size)
     except TransientError as exc:
         rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, last_progress=now)
-        countdown = min(backoff(gate.attempts, settings.scan.backoff_max_s), remaining + 0.1)
+        countdown = capped(min(backoff(gate.attempts, settings.scan.backoff_max_s), remaining + 0.1))
         log.warning("gate %s: transient ECR error (%s); retry in %.1fs", gate_key, exc, countdown)
         raise self.retry(countdown=countdown) from None
     digest = gate.digest or result.digest
@@ -143,7 +149,7 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
                           last_progress=now)
         if gate.posted_state != "running":
             sync.delay(gate_key)
-        raise self.retry(countdown=min(settings.scan.poll_interval_s, remaining + 0.1))
+        raise self.retry(countdown=capped(min(settings.scan.poll_interval_s, remaining + 0.1)))
     verdict = decide(result, policy_for(settings, gate), target(gate))
     if rt.store.finish(gate_key, verdict, digest=digest, ecr_status=result.ecr_status,
                        attempts=gate.attempts + 1):
@@ -151,9 +157,10 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
         sync.delay(gate_key)
 
 
-def _gitlab_retry(task: Task, exc: TransientError) -> Exception:
-    countdown = exc.retry_after if exc.retry_after is not None else backoff(task.request.retries, 60.0)
-    return task.retry(countdown=min(countdown, 300.0))
+def _gitlab_retry(task: Task, exc: TransientError, floor: float = 0.0) -> Exception:
+    cap = runtime().settings.gitlab.backoff_max_s
+    countdown = exc.retry_after if exc.retry_after is not None else backoff(task.request.retries, cap)
+    return task.retry(countdown=capped(max(countdown, floor)))
 
 
 @shared_task(name="gate.sync", bind=True, max_retries=GITLAB_MAX_RETRIES)
@@ -188,7 +195,10 @@ def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int) -
     try:
         busy = reporting.refresh_notes(rt, project_id, sha, pipeline_id, mr_iid)
     except TransientError as exc:
-        raise _gitlab_retry(self, exc) from None
+        # A note POST that timed out may still be stored by GitLab: look for it again only once that
+        # request must have finished, so find-then-edit sees it and never posts a second note.
+        floor = 2 * rt.settings.gitlab.timeout_s if exc.uncertain else 0.0
+        raise _gitlab_retry(self, exc, floor=floor) from None
     except PermanentError as exc:
         log.error("MR note for %s@%s not updated: %s", project_id, sha[:8], exc)
         return
