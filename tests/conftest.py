@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.fakes.gitlab import FakeGitLab
 
 # DB 15 of the machine's Redis (started by `make test` when none runs); each session uses a key
 # prefix of its own and deletes its keys at the end.
+SECRETS = (harness.GITLAB_TOKEN, harness.WEBHOOK_SECRET)
 REDIS_URL = os.environ.get("ECR_GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -57,7 +59,9 @@ def stack_env(stack_dir: Path, fake_gitlab: FakeGitLab, ecr: EcrDouble, redis_ur
 def settings(stack_env: dict[str, str], redis_url: str) -> Iterator[Settings]:
     loaded = load_settings(stack_env["ECR_GATE_CONFIG"], env=stack_env)
     yield loaded
+    leaked = harness.redis_keys_holding(redis_url, loaded.redis.key_prefix, SECRETS)
     harness.drop_prefix(redis_url, loaded.redis.key_prefix)
+    assert not leaked, f"secrets stored in Redis (task arguments or gate records): {leaked[:5]}"
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +85,33 @@ def client(app):
 def scenario(fake_gitlab: FakeGitLab, ecr: EcrDouble, client, worker) -> harness.Scenario:
     """A fresh MR + pipeline with the whole stack (web → Redis → worker → GitLab/ECR) running."""
     return harness.Scenario(fake_gitlab, ecr, harness.webhook_call(client))
+
+
+class _Everything(logging.Handler):
+    """Keeps every record any logger emits during the session, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(logging.Formatter("%(name)s %(message)s").format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_leaves_the_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Across the whole suite: no secret in any log record or process log file (Redis: `settings`)."""
+    handler = _Everything()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    leaks = [line[:200] for line in handler.lines if any(s in line for s in SECRETS)]
+    base = tmp_path_factory.getbasetemp()
+    for log_file in base.rglob("*.log"):
+        text = log_file.read_text(errors="replace")
+        leaks += [f"{log_file.name}: {s[:6]}…" for s in SECRETS if s in text]
+    assert not leaks, f"secrets leaked: {leaks[:10]}"

@@ -262,6 +262,19 @@ class Scenario:
         return wait_for(found, timeout, f"a note containing {needles}")
 
 
+def redis_keys_holding(url: str, prefix: str, needles: Iterable[str]) -> list[str]:
+    """Keys under a prefix whose value contains any needle (queued task arguments included)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    readers = {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
+               "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}
+    found = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        value = str(readers.get(client.type(key), lambda k: "")(key))
+        if any(n in value for n in needles):
+            found.append(key)
+    return found
+
+
 def drop_prefix(url: str, prefix: str) -> int:
     """Delete every key of one test session (its gates and its Celery queues)."""
     client = redis.Redis.from_url(url)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import load_settings
 from bot.report import MARKER
+from tests import harness
 from tests.fakes.ecr import basic_finding
 from tests.harness import PUSH_API, PUSH_APP, Scenario, wait_for
 from tests.stack import Stack
@@ -21,6 +23,13 @@ HIGH = basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(Path(tmp_path_factory.mktemp("faults"))) as running:
         yield running
+        prefix = running.env and load_prefix(running)
+        leaked = harness.redis_keys_holding(running.redis.url, prefix, (harness.GITLAB_TOKEN, harness.WEBHOOK_SECRET))
+        assert not leaked, leaked
+
+
+def load_prefix(stack: Stack) -> str:
+    return load_settings(stack.env["ECR_GATE_CONFIG"], env=stack.env).redis.key_prefix
 
 
 def final_statuses(s: Scenario, repository: str) -> list[dict]:
