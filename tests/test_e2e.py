@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bot.report import MARKER
 from tests.fakes.ecr import basic_finding, enhanced_finding
+from tests.fakes.payloads import pipeline_payload
 from tests.harness import PUSH_APP, Scenario
 
 HIGH = basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1")
@@ -146,7 +149,6 @@ def test_new_commit_supersedes_old_gate_in_note(scenario: Scenario):
     body = scenario.wait_note("PASSED", scenario.sha[:8])
     # The old pipeline's late verdict lands on its own pipeline's status only.
     old = Scenario.status(scenario, "app", sha=old_sha)
-    import time
     deadline = time.time() + 20
     while (old is None or old["status"] not in ("failed",)) and time.time() < deadline:
         time.sleep(0.2)
@@ -157,3 +159,31 @@ def test_new_commit_supersedes_old_gate_in_note(scenario: Scenario):
     assert len(notes) == 1
     assert "BLOCKED" not in notes[0]["body"] and scenario.sha[:8] in notes[0]["body"]
     assert body
+
+
+def test_branch_pipeline_finds_the_mr_by_commit(scenario: Scenario):
+    """A push pipeline (no merge_request in the payload): the MR is found by commit, else statuses only."""
+    s = scenario
+    s.push("app")
+    s.script("app", [{"status": "COMPLETE", "findings": []}])
+    body = pipeline_payload(project_id=s.project_id, project_path=s.project_path, pipeline_id=s.pipeline_id,
+                            sha=s.sha, ref=s.branch, status="running", source="push", mr_iid=None,
+                            builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])])
+    assert s.deliver("Pipeline Hook", body, None).status_code == 202
+    assert s.wait_status("app")["status"] == "success"
+    s.wait_note("PASSED")
+
+
+def test_no_merge_request_means_statuses_only(scenario: Scenario):
+    s = scenario
+    s.gitlab.set_mr_state(s.project_id, s.mr_iid, "merged")
+    s.new_commit()  # a commit that no open MR has as its head
+    s.push("app")
+    s.script("app", [{"status": "COMPLETE", "findings": [HIGH]}])
+    body = pipeline_payload(project_id=s.project_id, project_path=s.project_path, pipeline_id=s.pipeline_id,
+                            sha=s.sha, ref="main", status="running", source="push", mr_iid=None,
+                            builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])])
+    assert s.deliver("Pipeline Hook", body, None).status_code == 202
+    assert s.wait_status("app")["status"] == "failed"
+    time.sleep(2)
+    assert [n for n in s.notes() if MARKER in n["body"]] == []

@@ -154,3 +154,14 @@ def test_no_success_without_a_complete_scan_read(stack: Stack):
     s = stack.scenario()
     start_both(s, [{"status": "COMPLETE", "no_findings_object": True}], [{"error": "AccessDeniedException"}])
     assert_end_state(s, {"app": "failed", "api": "failed"})
+
+
+def test_failed_push_job_is_canceled_by_the_sweep(stack: Stack):
+    s = stack.scenario()
+    assert s.pipeline_event("running").status_code == 202
+    s.wait_status("app", {"pending"}, timeout=20)
+    # The push jobs fail; their job events are ignored (a retry may follow) and our pending status
+    # keeps the pipeline running, so no pipeline event will say it ended: the sweep must.
+    assert s.job_event(PUSH_APP, "failed").json()["status"] == "ignored"
+    stack.gitlab.set_job_status(s.jobs[PUSH_API], "canceled")
+    assert_end_state(s, {"app": "canceled", "api": "canceled"})

@@ -17,6 +17,7 @@ from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+PUSH_NEVER = frozenset({"failed", "canceled", "skipped"})
 # A waiting gate older than this belongs to a pipeline that will never push: stop asking GitLab.
 MAX_WAIT_S = 24 * 3600
 
@@ -52,6 +53,11 @@ def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[
         # The job event never arrived (or was lost before it was queued): start now.
         start_polling(gate)
         return "started"
+    if job is not None and job.status in PUSH_NEVER:
+        # Our pending status keeps the pipeline running, so no "pipeline failed" event will come:
+        # the newest try of the push job (a retry is a newer job) ended without pushing.
+        cancel(gate, f"{gate.push_job} {job.status}: nothing was pushed (found by sweep)")
+        return "canceled"
     status = rt.gitlab.pipeline_status(gate.project_id, gate.pipeline_id)
     if status in FINISHED_STATUSES:
         cancel(gate, f"pipeline {status} and {gate.push_job} did not succeed (found by sweep)")

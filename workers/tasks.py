@@ -169,7 +169,8 @@ def sync(self: Task, gate_key: str) -> None:
     rt = runtime()
     lock = rt.store.status_lock(gate_key)
     if not lock.acquire():
-        raise self.retry(countdown=1.0 + random.uniform(0, 1))  # noqa: S311
+        # Another sync of this gate is posting; ours runs after it (lock waits don't use up GitLab retries).
+        raise self.retry(countdown=1.0 + random.uniform(0, 1), max_retries=GITLAB_MAX_RETRIES + 50)  # noqa: S311
     try:
         gate = rt.store.get(gate_key)
         if gate is None:
@@ -183,7 +184,8 @@ def sync(self: Task, gate_key: str) -> None:
             log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
             return
     finally:
-        lock.release()
+        if lock.owned():
+            lock.release()
     if gate.state is GateState.DONE:
         note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid)
 
