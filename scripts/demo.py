@@ -53,6 +53,13 @@ path = "acme/*"
 """ for repo, (job, _) in IMAGES.items())
 
 
+def up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
@@ -117,7 +124,7 @@ def main() -> int:
                                      ready="Booting worker").start())
         procs.append(harness.celery_worker(env, workdir, concurrency=4).start())
         url = f"http://127.0.0.1:{port}"
-        harness.wait_for(lambda: requests.get(f"{url}/healthz", timeout=2).ok, 30, "the web process")
+        harness.wait_for(lambda: up(f"{url}/healthz"), 60, "the web process")
 
         say("GitLab: the MR pipeline starts (Pipeline Hook)")
         deliver(url, "Pipeline Hook", pipeline_payload(PROJECT_ID, PROJECT, PIPELINE_ID, SHA, "feature/checkout",
