@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
@@ -21,11 +22,24 @@ class AuthResult(StrEnum):
     STALE = "signature timestamp outside tolerance"
 
 
+_STAMP = re.compile(r"[0-9]{1,12}")
+
+
+def _header_bytes(value: str) -> bytes:
+    # WSGI hands header values over as latin-1 text: encoding back yields the bytes on the wire. Other
+    # text (test clients, lone surrogates) must still compare without raising, so never a 500.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
 def token_ok(given: str, secrets: tuple[str, ...]) -> bool:
     """Compare against every active secret without short-circuiting, in constant time each."""
     ok = False
     for secret in secrets:
-        ok |= hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode())
+        # surrogateescape: a secret from a non-UTF-8 environment compares as the bytes it was given.
+        ok |= hmac.compare_digest(_header_bytes(given), secret.encode("utf-8", "surrogateescape"))
     return ok
 
 
@@ -36,7 +50,7 @@ def _signing_key(key: str) -> bytes:
             return base64.b64decode(key[6:], validate=True)
         except (binascii.Error, ValueError):
             pass
-    return key.encode()
+    return key.encode("utf-8", "surrogateescape")
 
 
 def signature_ok(headers: Mapping[str, str], body: bytes, key: str, tolerance_s: int,
@@ -45,13 +59,13 @@ def signature_ok(headers: Mapping[str, str], body: bytes, key: str, tolerance_s:
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
     sigs = headers.get("webhook-signature", "")
-    if not (msg_id and stamp.isdigit() and sigs) or len(stamp) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²" (a latin-1 header byte), which int() refuses.
+    if not (msg_id and _STAMP.fullmatch(stamp) and sigs):
         return AuthResult.BAD_SIGNATURE
     if abs((now if now is not None else time.time()) - int(stamp)) > tolerance_s:
         return AuthResult.STALE
-    expected = base64.b64encode(
-        hmac.new(_signing_key(key), f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-    )
+    signed = _header_bytes(msg_id) + f".{stamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(_signing_key(key), signed, hashlib.sha256).digest())
     ok = False
     for part in sigs.split()[:8]:
         version, _, value = part.partition(",")

@@ -252,8 +252,10 @@ def _env_secrets(env: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
     secrets = [s for s in (env.get("GITLAB_WEBHOOK_SECRET", ""), env.get("GITLAB_WEBHOOK_SECRET_PREVIOUS", "")) if s]
     if not token:
         problems.append("environment: GITLAB_TOKEN is not set (the bot's GitLab token, scope `api`)")
-    if not secrets:
-        problems.append("environment: GITLAB_WEBHOOK_SECRET is not set (the webhook's secret token)")
+    if not env.get("GITLAB_WEBHOOK_SECRET"):
+        # _PREVIOUS alone is a rotation left half-done: the secret GitLab is meant to use is missing.
+        alone = "; GITLAB_WEBHOOK_SECRET_PREVIOUS alone is not enough" if secrets else ""
+        problems.append(f"environment: GITLAB_WEBHOOK_SECRET is not set (the webhook's secret token){alone}")
     return (
         {
             "gitlab_token": token,

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 
 _PATTERNS = [
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
-    re.compile(r"(?i)(aws_secret_access_key|aws_session_token|private[-_]token|x-gitlab-token)"
-               r"(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
-    re.compile(r"\bglpat-[A-Za-z0-9_\-]{10,}"),  # GitLab personal access tokens
+    # name = value, name: value, "name": "value", 'name': b'value' (botocore logs header bytes).
+    re.compile(r"(?i)((?:aws_)?secret_?access_?key|(?:aws_)?session_?token|x-amz-security-token|private[-_]token"
+               r"|x-gitlab-token|gitlab_token|gitlab_webhook_secret(?:_previous)?|gitlab_webhook_signing_key)"
+               r"(['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}]+"),
+    re.compile(r"(?i)(authorization)(['\"]?\s*[:=]\s*b?['\"]?(?:bearer|basic|token)\s+)[^\s'\",}]+"),
+    # GitLab tokens by prefix (personal, OAuth, deploy, runner, CI job, trigger, feed, ...); newer ones hold dots.
+    re.compile(r"\bgl(?:pat|oas|dt|rt|cbt|ptt|ft|imt|agent|soat|ffct)-[A-Za-z0-9_.\-]{10,}"),
 ]
 MASK = "[REDACTED]"
+# Secrets that reach the process only through the environment (boto3 reads these itself).
+ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET",
+               "GITLAB_WEBHOOK_SECRET_PREVIOUS", "GITLAB_WEBHOOK_SIGNING_KEY")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -24,6 +33,20 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _redact_record(record: logging.LogRecord, secrets: Iterable[str]) -> None:
+    """Format the record once, redact it, and freeze the result into record.msg (args emptied)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string must not make a log call raise, nor leak its args
+        message = f"{record.msg} {record.args!r}"
+    record.msg = redact(message, secrets)
+    record.args = ()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text, secrets)
+
+
 class RedactingFilter(logging.Filter):
     """Formats the record once, redacts it, and freezes the result into record.msg."""
 
@@ -32,27 +55,42 @@ class RedactingFilter(logging.Filter):
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg = redact(message, self.secrets)
-        record.args = ()
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+        _redact_record(record, self.secrets)
         return True
 
 
 _installed: list[RedactingFilter] = []
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+    assert _factory is not None
+    record = _factory(*args, **kwargs)
+    _redact_record(record, _secrets)
+    return record
 
 
 def install_redaction(secrets: Iterable[str]) -> None:
-    """Attach the filter to every handler of the root logger, now and for handlers added later."""
-    filt = RedactingFilter(secrets)
+    """Redact every record of every logger, whatever handlers exist now or are added later.
+
+    A filter on a logger sees only records logged on that very logger, not its children's, and Celery
+    replaces the root handlers at start-up; so records are redacted where they are made (the record
+    factory), and filters stay on the current handlers for records built without it (makeLogRecord).
+    """
+    global _secrets, _factory
+    with _lock:
+        found = {s for s in (*secrets, *(os.environ.get(name, "") for name in ENV_SECRETS)) if s}
+        _secrets = tuple(sorted(found | set(_secrets), key=len, reverse=True))
+        if _factory is None:
+            _factory = logging.getLogRecordFactory()
+            logging.setLogRecordFactory(_redacting_factory)
+    filt = RedactingFilter(_secrets)
     _installed.append(filt)
     root = logging.getLogger()
     for handler in root.handlers:
         handler.addFilter(filt)
-    # Records also pass the logger's own filters, which covers handlers Celery adds later.
     root.addFilter(filt)
     for name in ("celery", "gunicorn.error", "gunicorn.access", "werkzeug", "bot", "workers"):
         logging.getLogger(name).addFilter(filt)

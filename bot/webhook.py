@@ -14,7 +14,7 @@ from kombu.exceptions import KombuError
 
 from bot.auth import AuthResult, authenticate
 from bot.config import Settings
-from bot.events import EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
+from bot.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
 from bot.jsonlimits import TooDeep, loads_bounded
 from bot.state import Store
 
@@ -48,6 +48,16 @@ def _delivery_key(body: bytes) -> str:
         return "idem:" + hashlib.sha256(key.encode()).hexdigest()
     # No key (GitLab < 17.4): the same body twice is the same delivery resent.
     return "body:" + hashlib.sha256(body).hexdigest()
+
+
+def _utf8_clean(event: Event) -> bool:
+    # JSON escapes can spell lone surrogates ("\ud800") and json.loads keeps them; Redis, GitLab's API
+    # and the MR note need UTF-8, so such an event would only fail later, in a worker.
+    try:
+        json.dumps(event_to_dict(event), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _relevant(deps: WebhookDeps, event: object) -> str | None:
@@ -87,6 +97,8 @@ def webhook() -> tuple[Response, int]:
         event = parse_event(kind, payload)
     except InvalidEvent as exc:
         return _answer(400, error=f"invalid {kind}: {exc}")
+    if event is not None and not _utf8_clean(event):
+        return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
         return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
