@@ -10,7 +10,7 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . || true
+	$(PY) -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

@@ -1,22 +1,29 @@
-"""Thin boto3 adapter for ECR: read scan findings (all pages) and image digests; errors become types."""
+"""Thin boto3 adapter for ECR: read scan findings (all pages), repository and registry settings; errors become types."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from bot.config import EcrSettings
-from bot.errors import TransientError
-from bot.models import ScanResult
-from bot.scan import classify_error, classify_response, merge_pages
+from bot.errors import PermanentError, TransientError
+from bot.models import Reason, ScanResult
+from bot.scan import TRANSIENT_CODES, classify_error, classify_response, merge_pages
 
 DESCRIBE_FINDINGS = "ecr:DescribeImageScanFindings"
+DESCRIBE_IMAGES = "ecr:DescribeImages"
+DESCRIBE_REPOSITORIES = "ecr:DescribeRepositories"
+GET_REGISTRY_SCANNING = "ecr:GetRegistryScanningConfiguration"
+START_SCAN = "ecr:StartImageScan"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,14 @@ class _RoleCache:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
 
-    def session(self, role_arn: str, region: str) -> boto3.Session:
+    def session(self, role_arn: str, region: str, config: Config | None = None) -> boto3.Session:
         key = (role_arn, region)
         with self._lock:
             cached = self._sessions.get(key)
             if cached and cached[1] - 300 > time.time():
                 return cached[0]
-            creds = boto3.client("sts", region_name=region).assume_role(
+            # The ECR client's config: bounded timeouts and no sleeping retries inside a worker.
+            creds = boto3.client("sts", region_name=region, config=config).assume_role(
                 RoleArn=role_arn, RoleSessionName="ecr-scan-gate"
             )["Credentials"]
             session = boto3.Session(
@@ -90,11 +98,15 @@ class EcrApi:
     def client(self, image: ImageRef) -> Any:
         try:
             if image.role_arn:
-                return _roles.session(image.role_arn, image.region).client("ecr", config=self._config)
+                return _roles.session(image.role_arn, image.region, self._config).client("ecr", config=self._config)
             return boto3.client("ecr", region_name=image.region, config=self._config)
         except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if code in TRANSIENT_CODES or status >= 500:
+                # STS throttled or failed: asking again can help, so this is no verdict yet.
+                raise TransientError(f"sts:AssumeRole on {image.role_arn}: {code or status}") from None
             # AssumeRole refused: the bot's identity cannot reach this account.
-            code = exc.response.get("Error", {}).get("Code", "")
             raise _AssumeRoleDenied(f"sts:AssumeRole on {image.role_arn} refused ({code})") from None
 
     def scan_findings(self, image: ImageRef, page_size: int = 1000) -> ScanResult:
@@ -112,6 +124,111 @@ class EcrApi:
             raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
         return classify_response(merge_pages(pages))
 
+    def _call(self, image: ImageRef, action: str, fn: Callable[[Any], T]) -> T:
+        """One boto3 call; final refusals raise EcrCallError, throttling and 5xx TransientError."""
+        try:
+            return fn(self.client(image))
+        except _AssumeRoleDenied as exc:
+            raise EcrCallError(classify_error("AccessDenied", str(exc), 403, "sts:AssumeRole")) from None
+        except ClientError as exc:
+            raise EcrCallError(_client_error(exc, action)) from None
+        except NoCredentialsError:
+            raise EcrCallError(classify_error("NoCredentials", "no AWS credentials found", None, action)) from None
+        except BotoCoreError as exc:
+            raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
+
+    def describe_repository(self, image: ImageRef) -> RepositoryInfo:
+        """DescribeRepositories for the image's repository."""
+        args: dict[str, Any] = {"repositoryNames": [image.repository]}
+        if image.registry_id:
+            args["registryId"] = image.registry_id
+        repo = self._call(image, DESCRIBE_REPOSITORIES, lambda c: c.describe_repositories(**args))["repositories"][0]
+        return RepositoryInfo(
+            name=str(repo.get("repositoryName") or image.repository),
+            arn=str(repo.get("repositoryArn") or ""),
+            registry_id=str(repo.get("registryId") or ""),
+            # An absent setting is ECR's default: off.
+            scan_on_push=bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
+            tag_mutability=str(repo.get("imageTagMutability") or "MUTABLE"),
+        )
+
+    def registry_scanning(self, image: ImageRef) -> RegistryScanning:
+        """The registry scanning configuration of the calling account in the image's region."""
+        answer = self._call(image, GET_REGISTRY_SCANNING, lambda c: c.get_registry_scanning_configuration())
+        config = answer.get("scanningConfiguration") or {}
+        rules = tuple(
+            ScanningRule(
+                frequency=str(rule.get("scanFrequency") or ""),
+                filters=tuple(str(f.get("filter") or "") for f in rule.get("repositoryFilters") or ()),
+            )
+            for rule in config.get("rules") or ()
+        )
+        # No configuration defined means BASIC (botocore's model documentation).
+        return RegistryScanning(str(answer.get("registryId") or ""), str(config.get("scanType") or "BASIC"), rules)
+
+    def describe_image(self, image: ImageRef) -> ImageInfo:
+        """DescribeImages for one image (by digest once known, else by tag)."""
+        args = {"repositoryName": image.repository, "imageIds": [image.image_id()]}
+        if image.registry_id:
+            args["registryId"] = image.registry_id
+        detail = self._call(image, DESCRIBE_IMAGES, lambda c: c.describe_images(**args))["imageDetails"][0]
+        return ImageInfo(
+            digest=str(detail.get("imageDigest") or ""),
+            tags=tuple(str(t) for t in detail.get("imageTags") or ()),
+            scan_status=str((detail.get("imageScanStatus") or {}).get("status") or ""),
+        )
+
+    def start_scan(self, image: ImageRef) -> str:
+        """StartImageScan; returns the scan status ECR answers (basic scanning only, one per image per day)."""
+        answer = self._call(image, START_SCAN, lambda c: c.start_image_scan(**image.request()))
+        return str((answer.get("imageScanStatus") or {}).get("status") or "")
+
+
 
 class _AssumeRoleDenied(Exception):
     pass
+
+
+class EcrCallError(PermanentError):
+    """A final ECR refusal of a non-scan call (not found, access denied, …), classified like a scan answer."""
+
+    def __init__(self, result: ScanResult) -> None:
+        super().__init__(f"{result.ecr_status}: {result.detail}"[:300])
+        self.result = result
+
+    @property
+    def reason(self) -> Reason:
+        return self.result.reason or Reason.ERROR
+
+
+@dataclass(frozen=True)
+class RepositoryInfo:
+    """The repository settings that decide whether a gate can work: scan on push and tag mutability."""
+
+    name: str
+    arn: str
+    registry_id: str
+    scan_on_push: bool
+    tag_mutability: str  # MUTABLE, IMMUTABLE, or the *_WITH_EXCLUSION variants
+
+
+@dataclass(frozen=True)
+class ScanningRule:
+    frequency: str  # SCAN_ON_PUSH, CONTINUOUS_SCAN or MANUAL
+    filters: tuple[str, ...]  # WILDCARD repository filters
+
+
+@dataclass(frozen=True)
+class RegistryScanning:
+    """GetRegistryScanningConfiguration: the caller's own registry in that region (it takes no registryId)."""
+
+    registry_id: str
+    scan_type: str  # BASIC or ENHANCED
+    rules: tuple[ScanningRule, ...]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    digest: str
+    tags: tuple[str, ...]
+    scan_status: str = ""  # imageScanStatus.status as DescribeImages reports it, if any

@@ -1,0 +1,329 @@
+"""`doctor`: ECR setup against moto (scan on push, registry rules, mutability, IAM) and GitLab against FakeGitLab."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bot import cli
+from bot.doctor import filter_matches
+from tests.fakes.ecr import EcrDouble
+from tests.fakes.gitlab import FakeGitLab
+
+SECRET = "webhook-secret-value"
+GROUP_ID, PROJECT_ID = 10, 1
+# moto's state is one per process and shared with the session's double: a region of our own keeps our
+# repositories and registry scanning rules away from other tests (IAM is global, hence unique user names).
+REGION = "eu-north-1"
+
+
+def _moto_auth(double: EcrDouble, count: str) -> None:
+    # moto evaluates IAM policies once INITIAL_NO_AUTH_ACTION_COUNT calls have passed; this route resets it.
+    request = urllib.request.Request(f"{double.moto_url}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+@contextmanager
+def restricted_credentials(double: EcrDouble, monkeypatch: pytest.MonkeyPatch, actions: list[str]) -> Iterator[None]:
+    """boto3 runs as an IAM user allowed only `actions`, with moto enforcing IAM for the duration."""
+    iam = boto3.client("iam", endpoint_url=double.moto_url, region_name=double.region,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    user = f"gate-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": [*actions, "sts:GetCallerIdentity"], "Resource": "*"}]}
+    iam.put_user_policy(UserName=user, PolicyName="gate", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    with monkeypatch.context() as m:
+        m.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        m.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        m.setattr(boto3, "DEFAULT_SESSION", None)
+        _moto_auth(double, "0")
+        try:
+            yield
+        finally:
+            _moto_auth(double, "inf")
+
+
+def clean_region(double: EcrDouble) -> None:
+    """Empty the double's region in moto without resetting moto for everyone else."""
+    client = double.client()
+    for repo in client.describe_repositories()["repositories"]:
+        client.delete_repository(repositoryName=repo["repositoryName"], force=True)
+    client.put_registry_scanning_configuration(scanType="BASIC", rules=[])
+    double.clear_calls()  # set-up is not traffic a test should count
+
+
+@pytest.fixture(scope="module")
+def double() -> Iterator[EcrDouble]:
+    with EcrDouble(region=REGION) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def gitlab_server() -> Iterator[FakeGitLab]:
+    with FakeGitLab() as started:
+        yield started
+
+
+@pytest.fixture
+def ecr(double: EcrDouble, monkeypatch: pytest.MonkeyPatch) -> EcrDouble:
+    double.reset()
+    clean_region(double)
+    for key, value in double.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ECR_GATE_CONFIG", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return double
+
+
+@pytest.fixture
+def gl(gitlab_server: FakeGitLab) -> FakeGitLab:
+    """grp/app in group grp, with a group webhook sending pipeline and job events."""
+    gitlab_server.reset()
+    gitlab_server.add_group(GROUP_ID, "grp")
+    gitlab_server.add_project(PROJECT_ID, "grp/app", namespace_id=GROUP_ID)
+    return gitlab_server
+
+
+def add_hook(gl: FakeGitLab, **kwargs) -> None:
+    args = {"url": "https://gate.example.com/webhook", "pipeline_events": True, "job_events": True, "token": SECRET}
+    gl.add_hook(**{**args, **kwargs})
+
+
+def write_config(tmp_path: Path, gl: FakeGitLab, repositories: list[str], project: str = 'path = "grp/app"') -> str:
+    images = "".join(f'\n  [[projects.images]]\n  repository = "{r}"\n  push_job = "docker-push"\n'
+                     f'  region = "{REGION}"\n' for r in repositories)
+    path = tmp_path / "config.toml"
+    path.write_text(f'[gitlab]\nurl = "{gl.url}"\n\n[[projects]]\n{project}\n{images}')
+    return str(path)
+
+
+def doctor(config: str, gl: FakeGitLab, *extra: str, **env: str) -> int:
+    base = {**os.environ, "GITLAB_TOKEN": gl.token, "GITLAB_WEBHOOK_SECRET": SECRET}
+    return cli.main(["doctor", "--config", config, *extra], env={k: v for k, v in {**base, **env}.items() if v})
+
+
+def lines(text: str, level: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(level)]
+
+
+def test_healthy_setup_passes(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
+
+    out = capsys.readouterr().out
+    assert lines(out, "FAIL") == [] and lines(out, "WARN") == []
+    assert "token valid (user @ecr-scan-gate-bot" in out
+    assert "is Maintainer: can post commit statuses and MR notes" in out
+    assert "webhook https://gate.example.com/webhook on grp sends pipeline and job events" in out
+    assert "scans run: BASIC scanning on push (repository scanOnPush=true)" in out
+    assert "tags are IMMUTABLE" in out
+    assert "the credentials can call ecr:DescribeImageScanFindings" in out
+    assert "the credentials can call ecr:DescribeImages" in out
+    assert gl.token not in out and SECRET not in out
+    assert "doctor: " in out and " 0 failed" in out
+
+
+def test_scan_on_push_off_fails_with_the_command(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=False, mutability="IMMUTABLE")
+    add_hook(gl, project_id=PROJECT_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+
+    out = capsys.readouterr().out
+    assert lines(out, "FAIL") == ["FAIL  ecr app: scan on push is off (repository scanOnPush=false, no BASIC registry "
+                                  "rule matches): no scan will run and every gate ends in scan_not_found"]
+    assert ("fix: aws ecr put-image-scanning-configuration --repository-name app "
+            f"--image-scanning-configuration scanOnPush=true --region {REGION}") in out
+
+
+def test_basic_registry_rule_counts_as_scan_on_push(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=False, mutability="IMMUTABLE")
+    ecr.client().put_registry_scanning_configuration(scanType="BASIC", rules=[
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "ap*", "filterType": "WILDCARD"}]}])
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
+    assert "scans run: BASIC scanning, registry rule SCAN_ON_PUSH filter 'ap*'" in capsys.readouterr().out
+
+
+def test_enhanced_scanning_needs_a_matching_rule(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")  # ignored under ENHANCED
+    ecr.create_repository("web", scan_on_push=False, mutability="IMMUTABLE")
+    ecr.client().put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "web", "filterType": "WILDCARD"}]}])
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app", "web"]), gl) == 1
+
+    out = capsys.readouterr().out
+    assert "PASS  ecr web: scans run: ENHANCED (Amazon Inspector) scanning, registry rule CONTINUOUS_SCAN" in out
+    assert "FAIL  ecr app: the registry uses ENHANCED scanning and no rule matches this repository" in out
+    assert "aws ecr put-registry-scanning-configuration --scan-type ENHANCED" in out
+
+
+def test_mutable_tags_warn_but_pass(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="MUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
+
+    out = capsys.readouterr().out
+    assert lines(out, "WARN")[0].startswith("WARN  ecr app: tags are MUTABLE")
+    assert "fix: aws ecr put-image-tag-mutability --repository-name app --image-tag-mutability IMMUTABLE" in out
+
+
+def test_missing_repository(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["ghost"]), gl) == 1
+
+    out = capsys.readouterr().out
+    assert f"FAIL  ecr ghost: repository not found in {REGION}" in out
+    assert "aws ecr create-repository --repository-name ghost" in out
+
+
+def test_credentials_lacking_an_action(ecr: EcrDouble, gl: FakeGitLab, tmp_path, monkeypatch, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    config = write_config(tmp_path, gl, ["app"])
+    allowed = ["ecr:DescribeRepositories", "ecr:GetRegistryScanningConfiguration", "ecr:DescribeImageScanFindings"]
+
+    with restricted_credentials(ecr, monkeypatch, allowed):
+        assert doctor(config, gl, "--start-scan") == 1
+
+    out = capsys.readouterr().out
+    assert "PASS  ecr app: the credentials can call ecr:DescribeImageScanFindings" in out
+    assert "FAIL  ecr app: the credentials cannot call ecr:DescribeImages (AccessDenied)" in out
+    assert "FAIL  ecr app: the credentials cannot call ecr:StartImageScan (AccessDenied)" in out
+    assert f"allow ecr:DescribeImages on arn:aws:ecr:{REGION}:123456789012:repository/app" in out
+    assert "credentials found: arn:aws:iam::123456789012:user/gate-" in out
+
+
+def test_credentials_that_cannot_read_the_repository(ecr: EcrDouble, gl: FakeGitLab, tmp_path, monkeypatch,
+                                                     capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    config = write_config(tmp_path, gl, ["app"])
+
+    with restricted_credentials(ecr, monkeypatch, ["ecr:DescribeImageScanFindings", "ecr:DescribeImages"]):
+        assert doctor(config, gl) == 1
+
+    out = capsys.readouterr().out
+    assert "cannot call ecr:DescribeRepositories (AccessDenied)" in out
+    assert "the credentials can call ecr:DescribeImages" in out
+
+
+def test_no_aws_credentials(ecr: EcrDouble, gl: FakeGitLab, tmp_path, monkeypatch, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True)
+    add_hook(gl, group_id=GROUP_ID)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+    assert f"FAIL  aws {REGION}: no AWS credentials found" in capsys.readouterr().out
+
+
+def test_missing_webhook(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+
+    out = capsys.readouterr().out
+    assert lines(out, "FAIL") == [
+        "FAIL  gitlab grp/app: no webhook sends pipeline events to the bot: no gate will start"]
+    assert f'"{gl.url}/api/v4/projects/grp%2Fapp/hooks"' in out
+    assert "pipeline_events=true&job_events=true" in out and "token=$GITLAB_WEBHOOK_SECRET" in out
+    assert gl.token not in out
+
+
+def test_webhook_without_pipeline_events_fails(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, project_id=PROJECT_ID, pipeline_events=False, job_events=True)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+    assert "no webhook sends pipeline events" in capsys.readouterr().out
+
+
+def test_webhook_without_job_events_and_tls_warns(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, project_id=PROJECT_ID, url="http://user:pw@gate.example.com/webhook?x=1", job_events=False)
+
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
+
+    out = capsys.readouterr().out
+    warns = lines(out, "WARN")
+    assert any("sends pipeline events but not job events" in w for w in warns)
+    assert any("secret token is sent without verified TLS" in w for w in warns)
+    assert "pw@" not in out and "x=1" not in out  # hook URLs are shown without credentials or query
+
+
+def test_token_problems(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    config = write_config(tmp_path, gl, ["app"])
+
+    gl.set_token_scopes(["read_api"])
+    assert doctor(config, gl) == 1
+    assert "token scopes ['read_api'] lack api" in capsys.readouterr().out
+
+    assert doctor(config, gl, GITLAB_TOKEN="glpat-wrong-token-000000") == 1
+    out = capsys.readouterr().out
+    assert "refused the token (401)" in out and "glpat-wrong" not in out
+
+    assert doctor(config, gl, GITLAB_TOKEN="", GITLAB_WEBHOOK_SECRET="") == 1
+    out = capsys.readouterr().out
+    assert "FAIL  gitlab: GITLAB_TOKEN is not set" in out
+    assert "FAIL  gitlab: GITLAB_WEBHOOK_SECRET is not set" in out
+
+
+def test_unknown_project_and_unreachable_gitlab(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    assert doctor(write_config(tmp_path, gl, ["app"], project='path = "grp/other"'), gl) == 1
+    assert "FAIL  gitlab grp/other: project not visible to @ecr-scan-gate-bot (404)" in capsys.readouterr().out
+
+    config = tmp_path / "down.toml"
+    config.write_text('[gitlab]\nurl = "http://127.0.0.1:9"\ntimeout_s = 2\n')
+    assert doctor(str(config), gl) == 1
+    assert "http://127.0.0.1:9 not reachable" in capsys.readouterr().out
+
+
+def test_glob_project_checks_group_hooks(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+
+    assert doctor(write_config(tmp_path, gl, ["app"], project='path = "grp/*"'), gl) == 0
+    assert "PASS  gitlab grp/*: webhook https://gate.example.com/webhook on grp" in capsys.readouterr().out
+
+
+def test_config_error_exit_3(tmp_path, capsys) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text('[gitlab]\nurl = "ftp://x"\ntoken = "oops"\n')
+    assert cli.main(["doctor", "--config", str(bad)], env={}) == 3
+    err = capsys.readouterr().err
+    assert "secrets are read from the environment only" in err and "oops" not in err
+
+
+@pytest.mark.parametrize(
+    ("pattern", "repository", "matches"),
+    [("app", "app", True), ("app", "team/app-api", True), ("ap*", "app", True), ("*-api", "team/app-api", True),
+     ("prod-*", "app", False), ("web", "app", False), ("a*p", "app", True), ("a.p", "app", False)],
+)
+def test_filter_matches(pattern: str, repository: str, matches: bool) -> None:
+    assert filter_matches(pattern, repository) is matches
