@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class GitLabApi:
             session=session,
         )
         self._user_id: int | None = None
+        self._paths: dict[int, tuple[str, float]] = {}
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         with _translated(what):
@@ -97,6 +99,16 @@ class GitLabApi:
         if self._user_id is None:
             self._user_id = self._call("GET /user", lambda: self._gl.http_get("/user")["id"])
         return self._user_id
+
+    def project_path(self, project_id: int) -> str:
+        """path_with_namespace of a project id, cached for ten minutes (renames are rare)."""
+        cached = self._paths.get(project_id)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        data = self._call("GET project", lambda: self._gl.http_get(f"/projects/{project_id}"))
+        path = str(data.get("path_with_namespace") or "")
+        self._paths[project_id] = (path, time.monotonic() + 600)
+        return path
 
     def set_status(self, project_id: int, sha: str, payload: dict[str, Any]) -> bool:
         """Post a commit status; False when GitLab says it is already in that state (done)."""

@@ -40,8 +40,7 @@ def remediation(reason: Reason, t: Target, detail: str = "") -> str:
         Reason.SCAN_NOT_FOUND: "No scan ran for this image: scan on push is off. Turn it on with "
         f"`aws ecr put-image-scanning-configuration --repository-name {repo}{reg} --region {region} "
         "--image-scanning-configuration scanOnPush=true` (or a registry scanning rule), then re-run the pipeline.",
-        Reason.ACCESS_DENIED: "The gate's AWS identity is not allowed to read the scan. Grant "
-        f"{_missing_action(detail)} on the repository ARN (see docs/iam-policy.json); do not use ecr:*.",
+        Reason.ACCESS_DENIED: _access_denied_text(_missing_action(detail)),
         Reason.IMAGE_NOT_FOUND: f"No image {repo}:{t.tag} exists in ECR. Check that the push job pushed this "
         "tag and that the image's `tag` template in the gate config matches it.",
         Reason.REPOSITORY_NOT_FOUND: f"ECR repository {repo} does not exist in {region}{reg}. "
@@ -61,11 +60,20 @@ def remediation(reason: Reason, t: Target, detail: str = "") -> str:
     return texts[reason]
 
 
+def _access_denied_text(action: str) -> str:
+    if action.startswith("`sts:"):
+        return (f"The bot could not assume the image's role_arn ({action} refused). Allow the bot's identity "
+                "sts:AssumeRole on that role and let the role's trust policy name it.")
+    return (f"The gate's AWS identity is not allowed to read the scan. Grant {action} on the repository ARN "
+            "(see docs/iam-policy.json); do not use ecr:*.")
+
+
 def _missing_action(detail: str) -> str:
+    """The action named at the start of an access_denied detail ("ecr:X: …" or "sts:AssumeRole: …")."""
     head = detail.split(":", 2)
-    if len(head) >= 2 and head[0] == "ecr":
+    if len(head) >= 2 and head[0] in ("ecr", "sts") and head[1].isalpha():
         return f"`{head[0]}:{head[1]}`"
-    return "`ecr:DescribeImageScanFindings` and `ecr:DescribeImages`"
+    return "`ecr:DescribeImageScanFindings`"
 
 
 _SUMMARIES = {

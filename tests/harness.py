@@ -173,6 +173,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
 
 
 _ids = itertools.count(int(time.time() * 1000) % 10_000_000 * 10)
+# Job ids count down from far above: the fake (like GitLab) gives commit statuses the next id after the
+# highest CI job id, so ours must never be that next id.
+_job_ids = itertools.count(9 * 10**9, -1)
 
 
 @dataclass
@@ -196,7 +199,7 @@ class Scenario:
         self._add_pipeline(self.pipeline_id, self.sha)
 
     def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
-        self.jobs = {PUSH_APP: next(_ids), PUSH_API: next(_ids), "unit-tests": next(_ids)}
+        self.jobs = {PUSH_APP: next(_job_ids), PUSH_API: next(_job_ids), "unit-tests": next(_job_ids)}
         self.gitlab.add_pipeline(
             self.project_id, pipeline_id, sha, source="merge_request_event", merge_request_iid=self.mr_iid,
             jobs=[{"id": job_id, "name": name, "stage": "push", "status": "created"}

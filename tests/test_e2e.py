@@ -187,3 +187,16 @@ def test_no_merge_request_means_statuses_only(scenario: Scenario):
     assert s.wait_status("app")["status"] == "failed"
     time.sleep(2)
     assert [n for n in s.notes() if MARKER in n["body"]] == []
+
+
+def test_forged_path_for_another_projects_id_is_not_acted_on(scenario: Scenario):
+    """The path matches the configured glob but the id is another project's: GitLab says so, we stop."""
+    s = scenario
+    other_id = s.project_id + 1_000_000
+    s.gitlab.add_project(other_id, "elsewhere/secret-project")
+    s.gitlab.add_pipeline(other_id, s.pipeline_id + 1_000_000, s.sha, ref="main")
+    body = pipeline_payload(project_id=other_id, project_path=s.project_path, pipeline_id=s.pipeline_id + 1_000_000,
+                            sha=s.sha, ref="main", status="running", source="push", mr_iid=None)
+    assert s.deliver("Pipeline Hook", body, None).status_code == 202
+    time.sleep(3)
+    assert s.gitlab.latest_statuses(other_id, s.sha) == {}

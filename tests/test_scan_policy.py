@@ -213,3 +213,10 @@ def test_every_reason_has_a_summary_and_failed_reasons_have_remediation():
         verdict = failed_verdict(reason, TARGET, status="X")
         assert verdict.summary and verdict.remediation
         assert verdict.reason.commit_state != "success"
+
+
+def test_refused_assume_role_says_so():
+    result = classify_error("AccessDenied", "sts:AssumeRole on arn:aws:iam::1:role/x refused", 403, "sts:AssumeRole")
+    verdict = decide(result, POLICY, TARGET)
+    assert verdict.reason is Reason.ACCESS_DENIED
+    assert "sts:AssumeRole" in verdict.remediation and "role_arn" in verdict.remediation

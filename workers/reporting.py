@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from bot.report import StatusPayload, render_note, status_for, status_polling, status_waiting
-
 from bot.config import Settings
+from bot.errors import TransientError
 from bot.models import GateState, ImageReport
+from bot.report import StatusPayload, render_note, status_for, status_polling, status_waiting
 from bot.state import Gate
 from workers.runtime import Runtime
 
@@ -97,8 +97,16 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
                 sha=head_sha,
                 max_listed=rt.settings.policy.max_listed,
             )
-            rt.gitlab.upsert_note(project_id, iid, body)
+            try:
+                rt.gitlab.upsert_note(project_id, iid, body)
+            except TransientError as exc:
+                if exc.uncertain:
+                    # The POST may still land. Keep every writer of this MR's note out until it must have,
+                    # so the next find-then-edit sees it: the lock expires by itself, never released early.
+                    lock.extend(2 * rt.settings.gitlab.timeout_s, replace_ttl=True)
+                    lock = None
+                raise
         finally:
-            if lock.owned():
+            if lock is not None and lock.owned():
                 lock.release()
     return False

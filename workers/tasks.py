@@ -8,6 +8,7 @@ import time
 
 from celery import Task, shared_task
 
+from bot.config import ProjectSettings
 from bot.errors import PermanentError, TransientError
 from bot.events import JobEvent, PipelineEvent, event_from_dict
 from bot.models import GateState, Reason
@@ -64,13 +65,37 @@ def _cancel(gate: Gate, why: str) -> None:
         sync.delay(gate.key)
 
 
+def _configured_project(task: Task, event: PipelineEvent | JobEvent) -> ProjectSettings | None:
+    """The project's config, once GitLab confirms the payload's id really is that path.
+
+    A payload matched by path glob carries an id too; without this check a forged event (it needs the
+    webhook secret) could pair a configured path with another project's id and have us write there.
+    """
+    rt = runtime()
+    project = rt.settings.project_for(event.project_id, event.project_path)
+    if project is None or project.id == event.project_id:
+        return project
+    try:
+        actual = rt.gitlab.project_path(event.project_id)
+    except TransientError as exc:
+        raise _gitlab_retry(task, exc) from None
+    except PermanentError as exc:
+        log.warning("project %s: cannot confirm its path (%s); event ignored", event.project_id, exc)
+        return None
+    if actual != event.project_path:
+        log.warning("project %s is %r, not %r as the event says; event ignored", event.project_id, actual,
+                    event.project_path[:100])
+        return None
+    return project
+
+
 @shared_task(name="gate.pipeline_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
 def pipeline_event(self: Task, payload: dict) -> None:
     """Record the pipeline's gates, post their pending statuses, start or cancel them."""
     rt = runtime()
     event = event_from_dict(payload)
     assert isinstance(event, PipelineEvent)
-    project = rt.settings.project_for(event.project_id, event.project_path)
+    project = _configured_project(self, event)
     if project is None:
         return
     if event.mr_iid and event.mr_project_id in (None, event.project_id):
@@ -93,14 +118,16 @@ def pipeline_event(self: Task, payload: dict) -> None:
             sync.delay(gate.key)
 
 
-@shared_task(name="gate.job_event", bind=True)
+@shared_task(name="gate.job_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
 def job_event(self: Task, payload: dict) -> None:
     """A push job succeeded: start polling that image (creating the gate if its pipeline event is late)."""
     rt = runtime()
     event = event_from_dict(payload)
     assert isinstance(event, JobEvent)
-    project = rt.settings.project_for(event.project_id, event.project_path)
-    if project is None or event.status != "success":
+    if event.status != "success":
+        return
+    project = _configured_project(self, event)
+    if project is None:
         return
     creatable = {g.key: g for g in gates_for_job(rt.settings, project, event)}
     for image in project.images:
