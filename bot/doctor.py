@@ -310,7 +310,7 @@ def gitlab_lines(settings: Settings, env: Mapping[str, str], make: Callable[...,
     url = settings.gitlab.url
     if not env.get("GITLAB_WEBHOOK_SECRET"):
         yield Line(Level.FAIL, "gitlab", "GITLAB_WEBHOOK_SECRET is not set: the bot refuses every delivery",
-                   "export GITLAB_WEBHOOK_SECRET=<the webhook's Secret token> in the bot's environment")
+                   "set GITLAB_WEBHOOK_SECRET in the bot's environment to the webhook's Secret token")
     token = env.get("GITLAB_TOKEN", "")
     if not token:
         yield Line(Level.FAIL, "gitlab", "GITLAB_TOKEN is not set: GitLab checks skipped",
