@@ -105,6 +105,15 @@ def ensure_repositories(ecr: EcrDouble, names: Iterable[str] = ("app", "api")) -
             ecr.create_repository(name, scan_on_push=True)
 
 
+def point_boto3_at(env: dict[str, str], monkeypatch: Any) -> None:
+    """In-process boto3 talks to a double: its env set, and boto3's cached default session dropped."""
+    import boto3
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found first
+
+
 class Process:
     """A child process (worker, beat, gunicorn) with its log in a file; killable like in production."""
 

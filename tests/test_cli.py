@@ -10,13 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from bot import cli, dotenv
 from bot.ecr_api import EcrApi
 from bot.models import Reason, Verdict
 from tests.fakes.ecr import DEFAULT_ACCOUNT, EcrDouble, basic_finding
+from tests.harness import point_boto3_at
 from tests.test_doctor import clean_region, restricted_credentials
 
 REPO = "app"
@@ -51,11 +51,9 @@ def ecr(double: EcrDouble, monkeypatch: pytest.MonkeyPatch) -> EcrDouble:
     """A clean double, with boto3's default session pointed at it."""
     double.reset()
     clean_region(double)
-    for key, value in double.env().items():
-        monkeypatch.setenv(key, value)
+    point_boto3_at(double.env(), monkeypatch)
     for key in ("ECR_GATE_CONFIG", "ECR_REPO", "IMAGE_TAG", "FAIL_ON_SEVERITY", "ECR_REGISTRY", "AWS_REGION"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # credentials are cached per session
     double.create_repository(REPO, scan_on_push=True, mutability="IMMUTABLE")
     return double
 

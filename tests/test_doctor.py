@@ -17,6 +17,7 @@ from bot import cli
 from bot.doctor import filter_matches
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
+from tests.harness import point_boto3_at
 
 SECRET = "webhook-secret-value"
 GROUP_ID, PROJECT_ID = 10, 1
@@ -80,10 +81,8 @@ def gitlab_server() -> Iterator[FakeGitLab]:
 def ecr(double: EcrDouble, monkeypatch: pytest.MonkeyPatch) -> EcrDouble:
     double.reset()
     clean_region(double)
-    for key, value in double.env().items():
-        monkeypatch.setenv(key, value)
+    point_boto3_at(double.env(), monkeypatch)
     monkeypatch.delenv("ECR_GATE_CONFIG", raising=False)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     return double
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
 
 from bot.config import EcrSettings
@@ -10,13 +9,12 @@ from bot.ecr_api import EcrApi, ImageRef
 from bot.errors import TransientError
 from bot.models import Phase, Reason
 from tests.fakes.ecr import EcrDouble, basic_finding
+from tests.harness import point_boto3_at
 
 
 @pytest.fixture
 def api(ecr: EcrDouble, monkeypatch: pytest.MonkeyPatch) -> EcrApi:
-    for key, value in ecr.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    point_boto3_at(ecr.env(), monkeypatch)
     return EcrApi(EcrSettings())
 
 
@@ -62,9 +60,7 @@ def test_access_denied_as_ecr_sends_it(api: EcrApi, ecr: EcrDouble):
 
 
 def test_unreachable_ecr_is_transient(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    point_boto3_at({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+                    "AWS_SECRET_ACCESS_KEY": "y"}, monkeypatch)
     with pytest.raises(TransientError, match="unreachable"):
         EcrApi(EcrSettings(connect_timeout_s=0.5)).scan_findings(ImageRef(repository="app", tag="x"))
