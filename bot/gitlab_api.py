@@ -122,6 +122,16 @@ class GitLabApi:
             raise
         return True
 
+    def current_status(self, project_id: int, sha: str, name: str, pipeline_id: int) -> str:
+        """The state of the newest status of that name on that pipeline ("" when there is none)."""
+        items = self._call(
+            "GET commit statuses",
+            lambda: self._gl.http_list(f"/projects/{project_id}/repository/commits/{sha}/statuses", get_all=True,
+                                       query_data={"name": name, "pipeline_id": pipeline_id}),
+        )
+        mine = [s for s in items if s.get("name") == name and s.get("pipeline_id") in (None, pipeline_id)]
+        return str(max(mine, key=lambda s: int(s["id"]))["status"]) if mine else ""
+
     def merge_request(self, project_id: int, iid: int) -> MergeRequest:
         path = f"/projects/{project_id}/merge_requests/{iid}"
         data = self._call("GET merge_request", lambda: self._gl.http_get(path))

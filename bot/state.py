@@ -109,6 +109,7 @@ class Gate:
     digest: str = ""
     ecr_status: str = ""
     posted_state: str = ""
+    posting: str = ""  # the state of a status POST that was started; set before, cleared by posted_state
     verdict: Verdict | None = field(default=None)
 
     @property
@@ -206,6 +207,9 @@ class Store:
 
     def set_posted(self, key: str, state: str) -> None:
         self.r.hset(self._k(key), "posted_state", state)
+
+    def set_posting(self, key: str, state: str) -> None:
+        self.r.hset(self._k(key), "posting", state)
 
     def set_mr(self, key: str, iid: int) -> None:
         self.r.hset(self._k(key), "mr_iid", str(iid))

@@ -165,3 +165,18 @@ def test_failed_push_job_is_canceled_by_the_sweep(stack: Stack):
     assert s.job_event(PUSH_APP, "failed").json()["status"] == "ignored"
     stack.gitlab.set_job_status(s.jobs[PUSH_API], "canceled")
     assert_end_state(s, {"app": "canceled", "api": "canceled"})
+
+
+def test_final_status_post_timeout_is_not_posted_twice(stack: Stack):
+    """GitLab stores the verdict but answers after the bot's timeout: the retry must see it, not re-post.
+
+    Re-posting a final state is not idempotent at GitLab (a new status job hides the first), which the
+    soak run caught before this was guarded.
+    """
+    s = stack.scenario()
+    start_both(s, [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
+               [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": [HIGH]}])
+    s.wait_status("app", {"running"}, timeout=20)
+    s.wait_status("api", {"running"}, timeout=20)
+    stack.gitlab.inject_fault("POST", rf"/projects/{s.project_id}/statuses/", delay_s=6, times=2)
+    assert_end_state(s, {"app": "success", "api": "failed"})

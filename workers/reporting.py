@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
+
+from redis.lock import Lock
 
 from bot.config import Settings
 from bot.errors import TransientError
@@ -10,6 +14,31 @@ from bot.models import GateState, ImageReport
 from bot.report import StatusPayload, render_note, status_for, status_polling, status_waiting
 from bot.state import Gate
 from workers.runtime import Runtime
+
+
+@contextmanager
+def holding(lock: Lock, settle_s: float) -> Iterator[None]:
+    """Release an acquired lock on exit, except after an unanswered write (TransientError.uncertain).
+
+    Then the write may still land at GitLab; the lock is kept for `settle_s` so that no other writer of the
+    same status or note reads GitLab before it has, and posts a second one.
+    """
+    try:
+        yield
+    except TransientError as exc:
+        if exc.uncertain and lock.owned():
+            lock.extend(settle_s, replace_ttl=True)
+            raise
+        if lock.owned():
+            lock.release()
+        raise
+    except BaseException:
+        if lock.owned():
+            lock.release()
+        raise
+    else:
+        if lock.owned():
+            lock.release()
 
 
 def project_url(settings: Settings, gate: Gate) -> str:
@@ -34,7 +63,8 @@ def desired_status(gate: Gate) -> StatusPayload:
 def post_status(rt: Runtime, gate: Gate) -> None:
     """Post the status for the gate's current state, once. Caller holds the gate's status lock."""
     wanted = desired_status(gate)
-    if gate.posted_state != wanted.state:
+    if gate.posted_state != wanted.state and not _already_posted(rt, gate, wanted.state):
+        rt.store.set_posting(gate.key, wanted.state)
         # pipeline_id and no ref: a detached MR pipeline's ref is refs/merge-requests/<iid>/head, so a
         # branch ref would miss it and make a stray pipeline (FACTS.md, commit statuses).
         rt.gitlab.set_status(gate.project_id, gate.sha, {
@@ -47,6 +77,21 @@ def post_status(rt: Runtime, gate: Gate) -> None:
         rt.store.set_posted(gate.key, wanted.state)
     if gate.state is GateState.DONE:
         rt.store.forget_open(gate.key)
+
+
+def _already_posted(rt: Runtime, gate: Gate, state: str) -> bool:
+    """After an attempt whose outcome is unknown (timeout, killed worker), ask GitLab before posting again.
+
+    Re-posting a final state is not idempotent at GitLab: it makes a new status job that hides the
+    first. Only a final post that was started and never confirmed costs this extra GET.
+    """
+    if gate.posting != state or state in ("pending", "running"):
+        return False
+    current = rt.gitlab.current_status(gate.project_id, gate.sha, gate.status_name, gate.pipeline_id)
+    if current == state:
+        rt.store.set_posted(gate.key, state)
+        return True
+    return False
 
 
 def image_report(settings: Settings, gate: Gate) -> ImageReport:
@@ -84,7 +129,7 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
         lock = rt.store.note_lock(project_id, iid)
         if not lock.acquire():
             return True
-        try:
+        with holding(lock, 2 * rt.settings.gitlab.timeout_s):
             gates = rt.store.gates_for_commit(project_id, head_sha)
             if head_pipeline:
                 gates = [g for g in gates if g.pipeline_id == head_pipeline]
@@ -97,16 +142,5 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
                 sha=head_sha,
                 max_listed=rt.settings.policy.max_listed,
             )
-            try:
-                rt.gitlab.upsert_note(project_id, iid, body)
-            except TransientError as exc:
-                if exc.uncertain:
-                    # The POST may still land. Keep every writer of this MR's note out until it must have,
-                    # so the next find-then-edit sees it: the lock expires by itself, never released early.
-                    lock.extend(2 * rt.settings.gitlab.timeout_s, replace_ttl=True)
-                    lock = None
-                raise
-        finally:
-            if lock is not None and lock.owned():
-                lock.release()
+            rt.gitlab.upsert_note(project_id, iid, body)
     return False

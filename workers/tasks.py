@@ -198,21 +198,21 @@ def sync(self: Task, gate_key: str) -> None:
     if not lock.acquire():
         # Another sync of this gate is posting; ours runs after it (lock waits don't use up GitLab retries).
         raise self.retry(countdown=1.0 + random.uniform(0, 1), max_retries=GITLAB_MAX_RETRIES + 50)  # noqa: S311
+    settle = 2 * rt.settings.gitlab.timeout_s
     try:
-        gate = rt.store.get(gate_key)
-        if gate is None:
-            return
-        try:
+        with reporting.holding(lock, settle):
+            gate = rt.store.get(gate_key)
+            if gate is None:
+                return
             reporting.post_status(rt, gate)
-        except TransientError as exc:
-            raise _gitlab_retry(self, exc) from None
-        except PermanentError as exc:
-            # e.g. the status name equals a CI job name: GitLab refuses it. Loud, and left for a human.
-            log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
-            return
-    finally:
-        if lock.owned():
-            lock.release()
+    except TransientError as exc:
+        # An unanswered POST may still land: ask GitLab about it only once it must have (see
+        # reporting._already_posted), or the check could miss it and post the verdict twice.
+        raise _gitlab_retry(self, exc, floor=settle if exc.uncertain else 0.0) from None
+    except PermanentError as exc:
+        # e.g. the status name equals a CI job name: GitLab refuses it. Loud, and left for a human.
+        log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
+        return
     if gate.state is GateState.DONE:
         note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid)
 
