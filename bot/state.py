@@ -32,11 +32,14 @@ redis.call('HSET', KEYS[1], 'state', 'polling', 'polling_since', ARGV[1], 'deadl
            'last_progress', ARGV[1])
 return gen
 """
-# A new generation for a polling gate whose task was lost; older task copies then stop.
-_RESTART = """
+# A poll run claims its generation: the first copy of a task (original, redelivered, or re-sent by the
+# sweep) to run moves the gate to gen+1 and goes on; every other copy of gen then stops. So the sweep
+# never has to obsolete a queued task to restart a lost one, and a backlog cannot starve the gates.
+_CLAIM = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'polling' then return 0 end
+if redis.call('HGET', KEYS[1], 'poll_gen') ~= ARGV[1] then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
-redis.call('HSET', KEYS[1], 'last_progress', ARGV[1])
+redis.call('HSET', KEYS[1], 'last_progress', ARGV[2])
 return gen
 """
 _PROGRESS = """
@@ -110,6 +113,7 @@ class Gate:
     ecr_status: str = ""
     posted_state: str = ""
     posting: str = ""  # the state of a status POST that was started; set before, cleared by posted_state
+    noted: int = 0  # 1 once the MR note showed this gate's verdict (or there was no note to show it in)
     verdict: Verdict | None = field(default=None)
 
     @property
@@ -160,7 +164,7 @@ class Store:
         self.prefix = prefix
         self._create = client.register_script(_CREATE)
         self._start = client.register_script(_START)
-        self._restart = client.register_script(_RESTART)
+        self._claim = client.register_script(_CLAIM)
         self._progress = client.register_script(_PROGRESS)
         self._finish = client.register_script(_FINISH)
         self._take = client.register_script(_TAKE)
@@ -192,8 +196,9 @@ class Store:
     def start_polling(self, key: str, now: float, deadline: float) -> int:
         return int(self._start(keys=[self._k(key)], args=[now, deadline]))
 
-    def restart_polling(self, key: str, now: float) -> int:
-        return int(self._restart(keys=[self._k(key)], args=[now]))
+    def claim_poll(self, key: str, gen: int, now: float) -> int:
+        """The new generation if this run is the one to poll now, else 0 (a duplicate or stale copy)."""
+        return int(self._claim(keys=[self._k(key)], args=[gen, now]))
 
     def progress(self, key: str, gen: int, **values: object) -> bool:
         flat = [str(x) for kv in values.items() for x in kv]
@@ -234,6 +239,14 @@ class Store:
 
     def forget_open(self, key: str) -> None:
         self.r.zrem(self._k(OPEN), key)
+
+    def mark_noted(self, key: str) -> None:
+        self.r.hset(self._k(key), "noted", "1")
+
+    def drop(self, key: str) -> None:
+        """Forget a gate entirely (one recorded from a payload the bot must not act on)."""
+        self.r.delete(self._k(key))
+        self.forget_open(key)
 
     def see_mr_pipeline(self, project_id: int, iid: int, pipeline_id: int, sha: str) -> tuple[int, str]:
         """Record a pipeline of an MR; returns the newest (pipeline_id, sha) seen for it."""

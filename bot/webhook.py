@@ -14,8 +14,9 @@ from kombu.exceptions import KombuError
 
 from bot.auth import AuthResult, authenticate
 from bot.config import Settings
-from bot.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
+from bot.events import Event, EventKind, InvalidEvent, JobEvent, PipelineEvent, event_to_dict, parse_event
 from bot.jsonlimits import TooDeep, loads_bounded
+from bot.routing import gates_for_job, gates_for_pipeline
 from bot.state import Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,18 @@ def _relevant(deps: WebhookDeps, event: object) -> str | None:
     return None
 
 
+def _record_gates(deps: WebhookDeps, event: Event) -> None:
+    project = deps.settings.project_for(event.project_id, event.project_path)
+    if project is None:
+        return
+    if isinstance(event, PipelineEvent):
+        gates = gates_for_pipeline(deps.settings, project, event)
+    else:
+        gates = gates_for_job(deps.settings, project, event)
+    for gate in gates:
+        deps.store.create(gate)
+
+
 @bp.post("/webhook")
 def webhook() -> tuple[Response, int]:
     deps = _deps()
@@ -114,6 +127,9 @@ def webhook() -> tuple[Response, int]:
     except redis.RedisError:
         return _answer(503, error="queue unavailable, resend later")
     try:
+        # Gate records first: should the queued task be lost (kombu's Redis transport can drop a message
+        # a worker dies holding), the sweep still finds these gates and finishes them. Redis only.
+        _record_gates(deps, event)
         task_id = deps.enqueue(TASK_FOR[EventKind(kind)], event_to_dict(event))
     except (KombuError, redis.RedisError, OSError) as exc:
         log.error("webhook: enqueue failed (%s); answering 503 so the delivery can be resent", type(exc).__name__)

@@ -180,3 +180,22 @@ def test_final_status_post_timeout_is_not_posted_twice(stack: Stack):
     s.wait_status("api", {"running"}, timeout=20)
     stack.gitlab.inject_fault("POST", rf"/projects/{s.project_id}/statuses/", delay_s=6, times=2)
     assert_end_state(s, {"app": "success", "api": "failed"})
+
+
+def test_lost_pipeline_task_is_recovered_from_the_receivers_records(stack: Stack):
+    """A 202'd delivery whose queued task vanishes (kombu can drop a message a dying worker held)."""
+    s = stack.scenario()
+    s.push("app")
+    s.push("api")
+    s.script("app", [{"status": "COMPLETE", "findings": []}])
+    s.script("api", [{"status": "COMPLETE", "findings": [HIGH]}])
+    stack.workers[0].stop()
+    try:
+        assert s.pipeline_event("running").status_code == 202
+        queue = f"{load_prefix(stack)}:celery:ecr-scan-gate"
+        assert stack.store().delete(queue) == 1  # the task is gone; only the receiver's gate records remain
+        stack.gitlab.set_job_status(s.jobs[PUSH_APP], "success")
+        stack.gitlab.set_job_status(s.jobs[PUSH_API], "success")
+    finally:
+        stack.start_worker(0)
+    assert_end_state(s, {"app": "success", "api": "failed"})

@@ -75,8 +75,8 @@ def post_status(rt: Runtime, gate: Gate) -> None:
             "pipeline_id": gate.pipeline_id,
         })
         rt.store.set_posted(gate.key, wanted.state)
-    if gate.state is GateState.DONE:
-        rt.store.forget_open(gate.key)
+    if gate.state is GateState.DONE and gate.noted:
+        rt.store.forget_open(gate.key)  # nothing left to do: the sweep need not look at it again
 
 
 def _already_posted(rt: Runtime, gate: Gate, state: str) -> bool:
@@ -115,16 +115,29 @@ def _newest_per_repository(gates: list[Gate]) -> list[Gate]:
     return list(newest.values())
 
 
-def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_iid: int) -> bool:
+def _settle(rt: Runtime, gates: list[Gate]) -> None:
+    """Record that these gates' verdicts reached the note; done gates with their status posted are closed."""
+    for gate in gates:
+        if gate.state is GateState.DONE:
+            rt.store.mark_noted(gate.key)
+            if gate.verdict is not None and gate.posted_state == gate.verdict.reason.commit_state:
+                rt.store.forget_open(gate.key)
+
+
+def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_iid: int,
+                  gate_key: str = "") -> bool:
     """Rewrite the note of each MR whose current head this commit is. True: a lock was busy, try later."""
+    asked = rt.store.get(gate_key) if gate_key else None
     if mr_iid:
         latest_pipeline, latest_sha = rt.store.mr_latest(project_id, mr_iid)
-        if latest_pipeline and pipeline_id < latest_pipeline:
-            return False  # an older pipeline's late result: its status is posted, the note stays on the head
         targets = [(mr_iid, latest_sha or sha, latest_pipeline or pipeline_id)]
+        if latest_pipeline and pipeline_id < latest_pipeline:
+            targets = []  # an older pipeline's late result: its status is posted, the note stays on the head
     else:
         mrs = rt.gitlab.merge_requests_for_commit(project_id, sha)
         targets = [(m.iid, sha, 0) for m in mrs if m.state == "opened" and m.sha == sha]
+    if not targets:
+        _settle(rt, [asked] if asked else [])  # no note shows this gate: nothing more to do for it
     for iid, head_sha, head_pipeline in targets:
         lock = rt.store.note_lock(project_id, iid)
         if not lock.acquire():
@@ -143,4 +156,5 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
                 max_listed=rt.settings.policy.max_listed,
             )
             rt.gitlab.upsert_note(project_id, iid, body)
+            _settle(rt, gates)
     return False

@@ -35,16 +35,21 @@ def _sweep_polling(rt: Runtime, gate: Gate, now: float, enqueue_poll: Callable[.
             return "timed_out"
         return "raced"
     if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
-        gen = rt.store.restart_polling(gate.key, now)
-        if gen:
-            enqueue_poll(gate.key, gen)
-            return "restarted"
+        # Re-send the current generation: if the original task is only queued behind a backlog, whichever
+        # copy runs first polls and the other stops, so nothing queued is made obsolete.
+        rt.store.touch(gate.key, now)
+        enqueue_poll(gate.key, gate.poll_gen)
+        return "resent"
     return "ok"
 
 
 def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[[Gate], None],
-                   cancel: Callable[[Gate, str], None]) -> str:
+                   cancel: Callable[[Gate, str], None], enqueue_sync: Callable[[str], None]) -> str:
     stuck_after = rt.settings.sweep.stuck_after_s
+    if not gate.posted_state and now - gate.created_at > 2 * rt.settings.sweep.interval_s:
+        # Recorded by the receiver but its task was lost: post the pending status now (two sweeps' grace
+        # for the task itself), so the pipeline cannot finish green before the verdict.
+        enqueue_sync(gate.key)
     if now - gate.created_at < stuck_after or now - gate.last_progress < stuck_after:
         return "ok"
     rt.store.touch(gate.key, now)  # ask GitLab about this gate once per stuck_after
@@ -69,7 +74,8 @@ def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[
 
 
 def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Callable[[str], None],
-               start_polling: Callable[[Gate], None], cancel: Callable[[Gate, str], None]) -> dict[str, int]:
+               enqueue_note: Callable[..., None], start_polling: Callable[[Gate], None],
+               cancel: Callable[[Gate, str], None]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     now = time.time()
     for key in list(rt.store.open_gates()):
@@ -80,16 +86,20 @@ def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Cal
             continue
         try:
             if gate.state is GateState.DONE:
-                # Verdict recorded but its status never confirmed posted: post it again.
+                # A verdict whose status or note was never confirmed (retries exhausted, task lost).
                 if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
                     rt.store.touch(gate.key, now)
-                    enqueue_sync(gate.key)
-                    counts["resynced"] += 1
+                    if gate.verdict is None or gate.posted_state != gate.verdict.reason.commit_state:
+                        enqueue_sync(gate.key)
+                        counts["resynced"] += 1
+                    else:
+                        enqueue_note(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate.key)
+                        counts["renoted"] += 1
                 continue
             if gate.state is GateState.POLLING:
                 counts[_sweep_polling(rt, gate, now, enqueue_poll, enqueue_sync)] += 1
             else:
-                counts[_sweep_waiting(rt, gate, now, start_polling, cancel)] += 1
+                counts[_sweep_waiting(rt, gate, now, start_polling, cancel, enqueue_sync)] += 1
         except GateError as exc:
             log.warning("sweep: gate %s left for the next sweep: %s", key, exc)
             counts["error"] += 1

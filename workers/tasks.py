@@ -26,6 +26,7 @@ from bot.scan import within_grace
 from bot.state import Gate, gate_key
 from workers import reporting
 from workers.runtime import runtime
+from workers.scope import confirmed_project
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +67,10 @@ def _cancel(gate: Gate, why: str) -> None:
 
 
 def _configured_project(task: Task, event: PipelineEvent | JobEvent) -> ProjectSettings | None:
-    """The project's config, once GitLab confirms the payload's id really is that path.
-
-    A payload matched by path glob carries an id too; without this check a forged event (it needs the
-    webhook secret) could pair a configured path with another project's id and have us write there.
-    """
-    rt = runtime()
-    project = rt.settings.project_for(event.project_id, event.project_path)
-    if project is None or project.id == event.project_id:
-        return project
     try:
-        actual = rt.gitlab.project_path(event.project_id)
+        return confirmed_project(runtime(), event.project_id, event.project_path)
     except TransientError as exc:
         raise _gitlab_retry(task, exc) from None
-    except PermanentError as exc:
-        log.warning("project %s: cannot confirm its path (%s); event ignored", event.project_id, exc)
-        return None
-    if actual != event.project_path:
-        log.warning("project %s is %r, not %r as the event says; event ignored", event.project_id, actual,
-                    event.project_path[:100])
-        return None
-    return project
 
 
 @shared_task(name="gate.pipeline_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
@@ -101,7 +85,7 @@ def pipeline_event(self: Task, payload: dict) -> None:
     if event.mr_iid and event.mr_project_id in (None, event.project_id):
         rt.store.see_mr_pipeline(event.project_id, event.mr_iid, event.pipeline_id, event.sha)
     for fresh in gates_for_pipeline(rt.settings, project, event):
-        created = rt.store.create(fresh)
+        created = rt.store.create(fresh)  # False also when the receiver recorded it already
         gate = rt.store.get(fresh.key)
         if gate is None:
             continue
@@ -114,8 +98,8 @@ def pipeline_event(self: Task, payload: dict) -> None:
             if event.finished:
                 _cancel(gate, f"pipeline {event.status} before {gate.push_job} succeeded")
                 continue
-        if created:
-            sync.delay(gate.key)
+        if not gate.posted_state:
+            sync.delay(gate.key)  # the early pending status, so the pipeline cannot finish green first
 
 
 @shared_task(name="gate.job_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
@@ -147,10 +131,14 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     """ONE DescribeImageScanFindings call; not final yet → reschedule itself, never sleep."""
     rt = runtime()
     settings = rt.settings
-    gate = rt.store.get(gate_key)
-    if gate is None or gate.state is not GateState.POLLING or gate.poll_gen != gen:
-        return  # finished, or superseded by a newer poll generation (sweep restart)
     now = time.time()
+    gate = rt.store.get(gate_key)
+    if gate is None or gate.state is not GateState.POLLING:
+        return
+    gen = rt.store.claim_poll(gate_key, gen, now)
+    if not gen:
+        return  # another copy of this poll (redelivered, or re-sent by the sweep) already ran
+    gate.poll_gen = gen
     remaining = gate.deadline - now
     if remaining <= 0:
         verdict = failed_verdict(Reason.TIMEOUT, target(gate), status=gate.ecr_status, digest=gate.digest,
@@ -162,21 +150,22 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     wait = rt.store.take_token(rate_bucket(gate), settings.ecr.rate_per_s, settings.ecr.burst)
     if wait > 0:
         # Shared rate limit reached: come back when a token is due (plus jitter to spread the herd).
-        raise self.retry(countdown=capped(min(wait + random.uniform(0, wait), remaining + 0.1)))  # noqa: S311
+        raise self.retry(args=[gate_key, gen],
+                         countdown=capped(min(wait + random.uniform(0, wait), remaining + 0.1)))  # noqa: S311
     try:
         result = rt.ecr.scan_findings(image_ref(gate), settings.scan.page_size)
     except TransientError as exc:
         rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, last_progress=now)
         countdown = capped(min(backoff(gate.attempts, settings.scan.backoff_max_s), remaining + 0.1))
         log.warning("gate %s: transient ECR error (%s); retry in %.1fs", gate_key, exc, countdown)
-        raise self.retry(countdown=countdown) from None
+        raise self.retry(args=[gate_key, gen], countdown=countdown) from None
     digest = gate.digest or result.digest
     if not result.is_final or within_grace(result, now - gate.polling_since, settings.scan.not_found_grace_s):
         rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, ecr_status=result.ecr_status, digest=digest,
                           last_progress=now)
         if gate.posted_state != "running":
             sync.delay(gate_key)
-        raise self.retry(countdown=capped(min(settings.scan.poll_interval_s, remaining + 0.1)))
+        raise self.retry(args=[gate_key, gen], countdown=capped(min(settings.scan.poll_interval_s, remaining + 0.1)))
     verdict = decide(result, policy_for(settings, gate), target(gate))
     if rt.store.finish(gate_key, verdict, digest=digest, ecr_status=result.ecr_status,
                        attempts=gate.attempts + 1):
@@ -204,6 +193,9 @@ def sync(self: Task, gate_key: str) -> None:
             gate = rt.store.get(gate_key)
             if gate is None:
                 return
+            if confirmed_project(rt, gate.project_id, gate.project_path) is None:
+                rt.store.drop(gate_key)  # recorded from a forged or stale payload: write nothing
+                return
             reporting.post_status(rt, gate)
     except TransientError as exc:
         # An unanswered POST may still land: ask GitLab about it only once it must have (see
@@ -214,15 +206,15 @@ def sync(self: Task, gate_key: str) -> None:
         log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
         return
     if gate.state is GateState.DONE:
-        note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid)
+        note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate_key)
 
 
 @shared_task(name="gate.note", bind=True, max_retries=GITLAB_MAX_RETRIES)
-def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int) -> None:
+def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int, gate_key: str = "") -> None:
     """Rebuild the MR's one note from every gate of its current pipeline and edit it in place."""
     rt = runtime()
     try:
-        busy = reporting.refresh_notes(rt, project_id, sha, pipeline_id, mr_iid)
+        busy = reporting.refresh_notes(rt, project_id, sha, pipeline_id, mr_iid, gate_key)
     except TransientError as exc:
         # A note POST that timed out may still be stored by GitLab: look for it again only once that
         # request must have finished, so find-then-edit sees it and never posts a second note.
@@ -241,4 +233,4 @@ def sweep() -> dict[str, int]:
     """Beat: finish gates past their deadline, restart lost polls, start gates whose job event was lost."""
     from workers.sweeper import sweep_once
 
-    return sweep_once(runtime(), _enqueue_poll, sync.delay, _start_polling, _cancel)
+    return sweep_once(runtime(), _enqueue_poll, sync.delay, note.delay, _start_polling, _cancel)

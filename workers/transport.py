@@ -1,4 +1,4 @@
-"""Celery's Redis transport, hardened so a Redis outage cannot crash the worker."""
+"""Celery's Redis transport, hardened so a Redis outage cannot crash the worker (close, ack, reject)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,24 @@ class QoS(kombu_redis.QoS):
             log.warning("Redis unreachable while closing: unacked messages left for redelivery (%s)",
                         type(exc).__name__)
             return None
+
+
+    def ack(self, delivery_tag: Any) -> None:
+        # Acking on a channel whose connection was dropped (Redis restarted) raises AttributeError out
+        # of the event loop and kills the worker. The message then simply stays in the unacked hash and
+        # is redelivered after the visibility timeout; every task is idempotent, so that is harmless.
+        try:
+            super().ack(delivery_tag)
+        except (AttributeError, OSError, redis.RedisError) as exc:
+            log.warning("ack lost with the Redis connection (%s): the task will be redelivered",
+                        type(exc).__name__)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except (AttributeError, OSError, redis.RedisError) as exc:
+            log.warning("reject lost with the Redis connection (%s): the task will be redelivered",
+                        type(exc).__name__)
 
 
 class Channel(kombu_redis.Channel):
