@@ -41,9 +41,9 @@ fail_on = ["CRITICAL", "HIGH"]
 max_listed = 5
 
 [scan]
-poll_interval_s = 1
+poll_interval_s = {poll_interval}
 timeout_s = {timeout_s}
-not_found_grace_s = 2
+not_found_grace_s = {grace}
 backoff_max_s = 2
 
 [ecr]
@@ -73,11 +73,12 @@ path = "{group}/*"
 
 
 def write_config(path: Path, gitlab_url: str, redis_url: str, *, timeout_s: float = 12, rate: float = 100,
-                 burst: int = 100, stuck_after: float = 5, visibility: int = 60, prefix: str | None = None) -> Path:
+                 burst: int = 100, stuck_after: float = 5, visibility: int = 60, prefix: str | None = None,
+                 poll_interval: float = 1, grace: float = 2) -> Path:
     # A key prefix of its own: test sessions running at once on one Redis never see each other's work.
     prefix = prefix or f"esgtest-{secrets.token_hex(4)}"
     path.write_text(CONFIG.format(gitlab_url=gitlab_url, redis_url=redis_url, timeout_s=timeout_s, rate=rate,
-                                  prefix=prefix,
+                                  prefix=prefix, poll_interval=poll_interval, grace=grace,
                                   burst=burst, stuck_after=stuck_after, visibility=visibility, group=GROUP,
                                   push_app=PUSH_APP, push_api=PUSH_API))
     return path
