@@ -15,7 +15,7 @@ from gitlab.exceptions import GitlabError, GitlabHttpError
 
 from bot.config import GitLabSettings
 from bot.errors import PermanentError, TransientError
-from bot.report import MARKER
+from bot.report import note_has_marker
 
 T = TypeVar("T")
 _retry_after = threading.local()
@@ -132,12 +132,6 @@ class GitLabApi:
         mine = [s for s in items if s.get("name") == name and s.get("pipeline_id") in (None, pipeline_id)]
         return str(max(mine, key=lambda s: int(s["id"]))["status"]) if mine else ""
 
-    def merge_request(self, project_id: int, iid: int) -> MergeRequest:
-        path = f"/projects/{project_id}/merge_requests/{iid}"
-        data = self._call("GET merge_request", lambda: self._gl.http_get(path))
-        return MergeRequest(project_id, int(data["iid"]), str(data.get("sha") or ""), str(data.get("state") or ""),
-                            str(data.get("web_url") or ""))
-
     def merge_requests_for_commit(self, project_id: int, sha: str) -> list[MergeRequest]:
         items = self._call(
             "GET commit merge_requests",
@@ -171,7 +165,9 @@ class GitLabApi:
         base = f"/projects/{project_id}/merge_requests/{iid}/notes"
         me = self.bot_user_id()
         notes = self._call("GET notes", lambda: self._gl.http_list(base, get_all=True, query_data={"sort": "asc"}))
-        mine = [n for n in notes if (n.get("author") or {}).get("id") == me and MARKER in str(n.get("body") or "")]
+        # Ours: by the bot's own user (anyone can write the marker) and starting with the marker.
+        mine = [n for n in notes
+                if (n.get("author") or {}).get("id") == me and note_has_marker(str(n.get("body") or ""))]
         if mine:
             note = mine[0]
             if note.get("body") != body:
