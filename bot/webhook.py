@@ -151,4 +151,4 @@ def json_error_handler(exc: Exception) -> tuple[Response, int]:
     return jsonify(error="payload too large"), 413
 
 
-__all__ = ["WebhookDeps", "bp", "json", "json_error_handler"]
+__all__ = ["WebhookDeps", "bp", "json_error_handler"]
