@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from tests import harness  # noqa: E402
+from tests import configs, harness  # noqa: E402
 from tests.fakes.ecr import EcrDouble, basic_finding  # noqa: E402
 from tests.fakes.gitlab import FakeGitLab  # noqa: E402
 from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers  # noqa: E402
@@ -26,31 +26,6 @@ IMAGES = {  # repository -> (push job, what ECR will say)
     "api": ("push-api", "vulnerable: CRITICAL and HIGH findings"),
     "worker": ("push-worker", "unscanned: scan on push is off"),
 }
-
-CONFIG = """
-[gitlab]
-url = "{gitlab}"
-timeout_s = 5
-[redis]
-url = "redis://127.0.0.1:6379/0"
-key_prefix = "esg-demo-{run}"
-[policy]
-fail_on = ["CRITICAL", "HIGH"]
-[scan]
-poll_interval_s = 2
-timeout_s = 60
-not_found_grace_s = 4
-[sweep]
-interval_s = 5
-stuck_after_s = 30
-[[projects]]
-path = "acme/*"
-""" + "".join(f"""
-  [[projects.images]]
-  repository = "{repo}"
-  tag = "{{{{short_sha}}}}"
-  push_job = "{job}"
-""" for repo, (job, _) in IMAGES.items())
 
 
 def up(url: str) -> bool:
@@ -70,14 +45,31 @@ def seed_ecr(ecr: EcrDouble) -> None:
         ecr.create_repository(repo, scan_on_push=repo != "worker", mutability="IMMUTABLE")
         ecr.push_image(repo, tag)
     # ECR's scan timeline after a push: IN_PROGRESS for a few polls, then COMPLETE.
-    ecr.script("web", tag=tag, steps=[{"status": "IN_PROGRESS"}, {"status": "IN_PROGRESS"}, {
-        "status": "COMPLETE", "findings": [basic_finding("CVE-2022-37434", "LOW", "zlib", "1.2.11", "1.2.12")]}])
-    ecr.script("api", tag=tag, steps=[{"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": [
-        basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1"),
-        basic_finding("CVE-2024-6387", "CRITICAL", "openssh-server", "1:9.2p1-2", "1:9.2p1-2+deb12u3"),
-        basic_finding("CVE-2023-4911", "HIGH", "libc6", "2.36-9", "2.36-9+deb12u3"),
-        basic_finding("CVE-2023-5678", "MEDIUM", "openssl", "3.0.11-1", "3.0.13-1"),
-    ]}])
+    ecr.script(
+        "web",
+        tag=tag,
+        steps=[
+            {"status": "IN_PROGRESS"},
+            {"status": "IN_PROGRESS"},
+            {"status": "COMPLETE", "findings": [basic_finding("CVE-2022-37434", "LOW", "zlib", "1.2.11", "1.2.12")]},
+        ],
+    )
+    ecr.script(
+        "api",
+        tag=tag,
+        steps=[
+            {"status": "IN_PROGRESS"},
+            {
+                "status": "COMPLETE",
+                "findings": [
+                    basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1"),
+                    basic_finding("CVE-2024-6387", "CRITICAL", "openssh-server", "1:9.2p1-2", "1:9.2p1-2+deb12u3"),
+                    basic_finding("CVE-2023-4911", "HIGH", "libc6", "2.36-9", "2.36-9+deb12u3"),
+                    basic_finding("CVE-2023-5678", "MEDIUM", "openssl", "3.0.11-1", "3.0.13-1"),
+                ],
+            },
+        ],
+    )
     # "worker" gets no script: moto answers ScanNotFoundException, as ECR does when no scan ran.
 
 
@@ -85,15 +77,24 @@ def seed_gitlab(gitlab: FakeGitLab) -> dict[str, int]:
     gitlab.add_project(PROJECT_ID, PROJECT)
     gitlab.add_merge_request(PROJECT_ID, MR_IID, "feature/checkout", "main", SHA)
     jobs = {job: 5000 + i for i, (job, _) in enumerate(IMAGES.values())}
-    gitlab.add_pipeline(PROJECT_ID, PIPELINE_ID, SHA, source="merge_request_event", merge_request_iid=MR_IID,
-                        jobs=[{"id": jid, "name": name, "stage": "push", "status": "created"}
-                              for name, jid in jobs.items()])
+    gitlab.add_pipeline(
+        PROJECT_ID,
+        PIPELINE_ID,
+        SHA,
+        source="merge_request_event",
+        merge_request_iid=MR_IID,
+        jobs=[{"id": jid, "name": name, "stage": "push", "status": "created"} for name, jid in jobs.items()],
+    )
     return jobs
 
 
 def deliver(url: str, event: str, body: dict) -> None:
-    response = requests.post(f"{url}/webhook", json=body, timeout=10,
-                             headers=webhook_headers(event, harness.WEBHOOK_SECRET) | {"Connection": "close"})
+    response = requests.post(
+        f"{url}/webhook",
+        json=body,
+        timeout=10,
+        headers=webhook_headers(event, harness.WEBHOOK_SECRET) | {"Connection": "close"},
+    )
     print(f"   POST /webhook  {event:<13} → {response.status_code} {response.json()}")
 
 
@@ -115,21 +116,63 @@ def main() -> int:
         jobs = seed_gitlab(gitlab)
         config = workdir / "config.toml"
         run = int(time.time())
-        config.write_text(CONFIG.format(gitlab=gitlab.url, run=run))
+        configs.write_config(
+            config,
+            defaults=False,
+            gitlab={"url": gitlab.url, "timeout_s": 5},
+            redis={"url": "redis://127.0.0.1:6379/0", "key_prefix": f"esg-demo-{run}"},
+            policy={"fail_on": ["CRITICAL", "HIGH"]},
+            scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4},
+            sweep={"interval_s": 5, "stuck_after_s": 30},
+            projects=[
+                {
+                    "path": "acme/*",
+                    "images": [
+                        {"repository": repo, "tag": "{short_sha}", "push_job": job} for repo, (job, _) in IMAGES.items()
+                    ],
+                }
+            ],
+        )
         env = harness.stack_env(config, ecr)
         port = free_port()
         say("Starting the bot: gunicorn (web) + Celery worker, on the local Redis")
-        procs.append(harness.Process("web", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                                             "--workers", "1", "bot.app:create_app()"], env, workdir,
-                                     ready="Booting worker").start())
+        procs.append(
+            harness.Process(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "1",
+                    "bot.web.app:create_app()",
+                ],
+                env,
+                workdir,
+                ready="Booting worker",
+            ).start()
+        )
         procs.append(harness.celery_worker(env, workdir, concurrency=4).start())
         url = f"http://127.0.0.1:{port}"
         harness.wait_for(lambda: up(f"{url}/healthz"), 60, "the web process")
 
         say("GitLab: the MR pipeline starts (Pipeline Hook)")
-        deliver(url, "Pipeline Hook", pipeline_payload(PROJECT_ID, PROJECT, PIPELINE_ID, SHA, "feature/checkout",
-                                                       "running", mr_iid=MR_IID,
-                                                       builds=[(n, "push", "created", j) for n, j in jobs.items()]))
+        deliver(
+            url,
+            "Pipeline Hook",
+            pipeline_payload(
+                PROJECT_ID,
+                PROJECT,
+                PIPELINE_ID,
+                SHA,
+                "feature/checkout",
+                "running",
+                mr_iid=MR_IID,
+                builds=[(n, "push", "created", j) for n, j in jobs.items()],
+            ),
+        )
         harness.wait_for(lambda: len(gitlab.latest_statuses(PROJECT_ID, SHA)) == 3, 30, "pending statuses")
         print("   Statuses now hold the pipeline (and auto-merge) until a verdict:")
         show_statuses(gitlab)
@@ -137,16 +180,25 @@ def main() -> int:
         say("GitLab: the three push jobs succeed (Job Hooks); the worker polls ECR")
         for name, job_id in jobs.items():
             gitlab.set_job_status(job_id, "success")
-            deliver(url, "Job Hook", job_payload(PROJECT_ID, PROJECT, PIPELINE_ID, job_id, name, "success", SHA,
-                                                 f"refs/merge-requests/{MR_IID}/head"))
+            deliver(
+                url,
+                "Job Hook",
+                job_payload(
+                    PROJECT_ID, PROJECT, PIPELINE_ID, job_id, name, "success", SHA, f"refs/merge-requests/{MR_IID}/head"
+                ),
+            )
         final = ("success", "failed", "canceled")
-        harness.wait_for(lambda: all(s["status"] in final for s in gitlab.latest_statuses(PROJECT_ID, SHA).values()),
-                         90, "verdicts")
-        harness.wait_for(lambda: any("worker" in n["body"] and "api" in n["body"]
-                                     for n in gitlab.notes(PROJECT_ID, MR_IID)), 30, "the MR note")
+        harness.wait_for(
+            lambda: all(s["status"] in final for s in gitlab.latest_statuses(PROJECT_ID, SHA).values()), 90, "verdicts"
+        )
+        harness.wait_for(
+            lambda: any("worker" in n["body"] and "api" in n["body"] for n in gitlab.notes(PROJECT_ID, MR_IID)),
+            30,
+            "the MR note",
+        )
         time.sleep(2)  # let the last note edit land
 
-        say("Result: commit statuses on pipeline 1001 (\"Pipelines must succeed\" blocks the merge)")
+        say('Result: commit statuses on pipeline 1001 ("Pipelines must succeed" blocks the merge)')
         show_statuses(gitlab)
         notes = gitlab.notes(PROJECT_ID, MR_IID)
         say(f"Result: the MR note ({len(notes)} note on MR !{MR_IID}, edited in place)")

@@ -16,6 +16,8 @@ from typing import Any
 
 import redis
 
+from tests import configs
+from tests.configs import GROUP, PUSH_API, PUSH_APP
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
@@ -23,77 +25,47 @@ from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
 ROOT = Path(__file__).resolve().parent.parent
 GITLAB_TOKEN = "glpat-test-token-0123456789"
 WEBHOOK_SECRET = "whsecret-test-9876543210"
-GROUP = "e2e"
-PUSH_APP = "docker-push"
-PUSH_API = "docker-push-api"
-
-CONFIG = """
-[gitlab]
-url = "{gitlab_url}"
-timeout_s = 5
-
-[redis]
-url = "{redis_url}"
-key_prefix = "{prefix}"
-
-[policy]
-fail_on = ["CRITICAL", "HIGH"]
-max_listed = 5
-
-[scan]
-poll_interval_s = {poll_interval}
-timeout_s = {timeout_s}
-not_found_grace_s = {grace}
-backoff_max_s = 2
-
-[ecr]
-rate_per_s = {rate}
-burst = {burst}
-
-[sweep]
-interval_s = 2
-stuck_after_s = {stuck_after}
-
-[celery]
-visibility_timeout_s = {visibility}
-
-[[projects]]
-path = "{group}/*"
-
-  [[projects.images]]
-  repository = "app"
-  tag = "{{short_sha}}"
-  push_job = "{push_app}"
-
-  [[projects.images]]
-  repository = "api"
-  tag = "api-{{short_sha}}"
-  push_job = "{push_api}"
-"""
 
 
-def write_config(path: Path, gitlab_url: str, redis_url: str, *, timeout_s: float = 12, rate: float = 100,
-                 burst: int = 100, stuck_after: float = 5, visibility: int = 60, prefix: str | None = None,
-                 poll_interval: float = 1, grace: float = 2) -> Path:
+def write_config(
+    path: Path,
+    gitlab_url: str,
+    redis_url: str,
+    *,
+    timeout_s: float = 12,
+    rate: float = 100,
+    burst: int = 100,
+    stuck_after: float = 5,
+    visibility: int = 60,
+    prefix: str | None = None,
+    poll_interval: float = 1,
+    grace: float = 2,
+) -> Path:
     # A key prefix of its own: test sessions running at once on one Redis never see each other's work.
     prefix = prefix or f"esgtest-{secrets.token_hex(4)}"
-    path.write_text(CONFIG.format(gitlab_url=gitlab_url, redis_url=redis_url, timeout_s=timeout_s, rate=rate,
-                                  prefix=prefix, poll_interval=poll_interval, grace=grace,
-                                  burst=burst, stuck_after=stuck_after, visibility=visibility, group=GROUP,
-                                  push_app=PUSH_APP, push_api=PUSH_API))
-    return path
+    return configs.write_config(
+        path,
+        gitlab={"url": gitlab_url},
+        redis={"url": redis_url, "key_prefix": prefix},
+        scan={"poll_interval_s": poll_interval, "timeout_s": timeout_s, "not_found_grace_s": grace},
+        ecr={"rate_per_s": rate, "burst": burst},
+        sweep={"stuck_after_s": stuck_after},
+        celery={"visibility_timeout_s": visibility},
+    )
 
 
 def stack_env(config: Path, ecr: EcrDouble) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_GATE", "GITLAB_"))}
     env.update(ecr.env())
-    env.update({
-        "ECR_GATE_CONFIG": str(config),
-        "GITLAB_TOKEN": GITLAB_TOKEN,
-        "GITLAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "ECR_GATE_CONFIG": str(config),
+            "GITLAB_TOKEN": GITLAB_TOKEN,
+            "GITLAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop("REDIS_URL", None)
     return env
 
@@ -118,8 +90,9 @@ def point_boto3_at(env: dict[str, str], monkeypatch: Any) -> None:
 class Process:
     """A child process (worker, beat, gunicorn) with its log in a file; killable like in production."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
-                 ready: str | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, ready: str | None = None
+    ) -> None:
         self.name, self.argv, self.env, self.ready = name, argv, env, ready
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,18 +101,20 @@ class Process:
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         # A session of its own: a SIGKILL of the group takes the prefork children too, as a crash would.
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if self.ready:
-            wait_for(lambda: self.ready in self.log_text() or self.proc.poll() is not None, timeout,
-                     f"{self.name} to start")
+            wait_for(
+                lambda: self.ready in self.log_text() or self.proc.poll() is not None, timeout, f"{self.name} to start"
+            )
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_text()[-3000:]}")
         return self
 
     def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[self._offset:]
+            return self.log_path.read_text(errors="replace")[self._offset :]
         except FileNotFoundError:
             return ""
 
@@ -158,20 +133,44 @@ class Process:
 
 
 def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 4) -> Process:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "-Q", "ecr-scan-gate", "--without-gossip", "--without-mingle",
-            "-n", f"{name}-{secrets.token_hex(3)}@%h"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.main",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        "ecr-scan-gate",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        f"{name}-{secrets.token_hex(3)}@%h",
+    ]
     return Process(name, argv, env, log_dir, ready="ready.")
 
 
 def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "beat", "--loglevel", "INFO",
-            "--schedule", str(log_dir / "beat-schedule")]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.main",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(log_dir / "beat-schedule"),
+    ]
     return Process("beat", argv, env, log_dir, ready="beat: Starting")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition",
-             interval: float = 0.1) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -211,9 +210,14 @@ class Scenario:
     def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
         self.jobs = {PUSH_APP: next(_job_ids), PUSH_API: next(_job_ids), "unit-tests": next(_job_ids)}
         self.gitlab.add_pipeline(
-            self.project_id, pipeline_id, sha, source="merge_request_event", merge_request_iid=self.mr_iid,
-            jobs=[{"id": job_id, "name": name, "stage": "push", "status": "created"}
-                  for name, job_id in self.jobs.items()],
+            self.project_id,
+            pipeline_id,
+            sha,
+            source="merge_request_event",
+            merge_request_iid=self.mr_iid,
+            jobs=[
+                {"id": job_id, "name": name, "stage": "push", "status": "created"} for name, job_id in self.jobs.items()
+            ],
         )
 
     def new_commit(self) -> None:
@@ -234,20 +238,35 @@ class Scenario:
         self.ecr.script(repository, tag=self.tag(repository), steps=list(steps))
 
     # --- webhooks ------------------------------------------------------------------------------
-    def pipeline_event(self, status: str = "running", builds: dict[str, str] | None = None,
-                       key: str | None = None) -> Any:
+    def pipeline_event(
+        self, status: str = "running", builds: dict[str, str] | None = None, key: str | None = None
+    ) -> Any:
         builds = builds or {}
         specs = [(name, "push", builds.get(name, "created"), job_id) for name, job_id in self.jobs.items()]
-        body = pipeline_payload(project_id=self.project_id, project_path=self.project_path,
-                                pipeline_id=self.pipeline_id, sha=self.sha, ref=self.branch, status=status,
-                                mr_iid=self.mr_iid, builds=specs)
+        body = pipeline_payload(
+            project_id=self.project_id,
+            project_path=self.project_path,
+            pipeline_id=self.pipeline_id,
+            sha=self.sha,
+            ref=self.branch,
+            status=status,
+            mr_iid=self.mr_iid,
+            builds=specs,
+        )
         return self.deliver("Pipeline Hook", body, key)
 
     def job_event(self, name: str = PUSH_APP, status: str = "success", key: str | None = None) -> Any:
         self.gitlab.set_job_status(self.jobs[name], status)
-        body = job_payload(project_id=self.project_id, project_path=self.project_path,
-                           pipeline_id=self.pipeline_id, job_id=self.jobs[name], job_name=name, status=status,
-                           sha=self.sha, ref=f"refs/merge-requests/{self.mr_iid}/head")
+        body = job_payload(
+            project_id=self.project_id,
+            project_path=self.project_path,
+            pipeline_id=self.pipeline_id,
+            job_id=self.jobs[name],
+            job_name=name,
+            status=status,
+            sha=self.sha,
+            ref=f"refs/merge-requests/{self.mr_iid}/head",
+        )
         return self.deliver("Job Hook", body, key)
 
     # --- what GitLab now shows -------------------------------------------------------------------
@@ -257,11 +276,15 @@ class Scenario:
     def status(self, repository: str = "app", sha: str | None = None) -> dict[str, Any] | None:
         return self.statuses(sha).get(f"ecr-scan-gate/{repository}")
 
-    def wait_status(self, repository: str = "app", states: Iterable[str] = ("success", "failed", "canceled"),
-                    timeout: float = 40) -> dict[str, Any]:
+    def wait_status(
+        self, repository: str = "app", states: Iterable[str] = ("success", "failed", "canceled"), timeout: float = 40
+    ) -> dict[str, Any]:
         wanted = set(states)
-        return wait_for(lambda: (s := self.status(repository)) and s["status"] in wanted and s,
-                        timeout, f"status of {repository} in {wanted}")
+        return wait_for(
+            lambda: (s := self.status(repository)) and s["status"] in wanted and s,
+            timeout,
+            f"status of {repository} in {wanted}",
+        )
 
     def notes(self) -> list[dict[str, Any]]:
         return self.gitlab.notes(self.project_id, self.mr_iid)
@@ -272,14 +295,20 @@ class Scenario:
                 if all(n in note["body"] for n in needles):
                     return note["body"]
             return None
+
         return wait_for(found, timeout, f"a note containing {needles}")
 
 
 def redis_keys_holding(url: str, prefix: str, needles: Iterable[str]) -> list[str]:
     """Keys under a prefix whose value contains any needle (queued task arguments included)."""
     client = redis.Redis.from_url(url, decode_responses=True)
-    readers = {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
-               "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}
+    readers = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "list": lambda k: client.lrange(k, 0, -1),
+        "set": client.smembers,
+        "zset": lambda k: client.zrange(k, 0, -1),
+    }
     found = []
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         value = str(readers.get(client.type(key), lambda k: "")(key))
@@ -293,11 +322,12 @@ def drop_prefix(url: str, prefix: str) -> int:
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
+        client.delete(*keys[i : i + 500])
     return len(keys)
 
 
 def webhook_call(client: Any) -> Callable[[str, dict[str, Any], str | None], Any]:
     def deliver(event: str, body: dict[str, Any], key: str | None) -> Any:
         return client.post("/webhook", json=body, headers=webhook_headers(event, WEBHOOK_SECRET, key))
+
     return deliver
