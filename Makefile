@@ -18,8 +18,7 @@ venv: $(STAMP)
 redis:
 	sh scripts/ensure-redis.sh
 
-test: venv redis
-	$(PY) -m ruff check bot workers tests scripts
+test: lint redis
 	$(PY) -m pytest -q
 
 demo: venv redis
@@ -28,8 +27,12 @@ demo: venv redis
 soak: venv redis
 	$(PY) scripts/soak.py $(SOAK_ARGS)
 
+# ruff (lint and format), then mypy: clean on bot/ and workers/, --strict on the pure core.
 lint: venv
 	$(PY) -m ruff check bot workers tests scripts
+	$(PY) -m ruff format --check bot workers tests scripts
+	$(PY) -m mypy
+	$(PY) -m mypy --strict bot/core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

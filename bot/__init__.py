@@ -1,1 +1,1 @@
-"""ecr-scan-gate: the web receiver and the pure core."""
+"""ecr-scan-gate: core/ (pure rules), adapters/ (ECR, GitLab, Redis, Celery), web/ (receiver), cli/ (check, doctor)."""

@@ -6,22 +6,37 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 _PATTERNS = [
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
     # name = value, name: value, "name": "value", 'name': b'value' (botocore logs header bytes).
-    re.compile(r"(?i)((?:aws_)?secret_?access_?key|(?:aws_)?session_?token|x-amz-security-token|private[-_]token"
-               r"|x-gitlab-token|gitlab_token|gitlab_webhook_secret(?:_previous)?|gitlab_webhook_signing_key)"
-               r"(['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}]+"),
+    re.compile(
+        r"(?i)((?:aws_)?secret_?access_?key|(?:aws_)?session_?token|x-amz-security-token|private[-_]token"
+        r"|x-gitlab-token|gitlab_token|gitlab_webhook_secret(?:_previous)?|gitlab_webhook_signing_key)"
+        r"(['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}]+"
+    ),
     re.compile(r"(?i)(authorization)(['\"]?\s*[:=]\s*b?['\"]?(?:bearer|basic|token)\s+)[^\s'\",}]+"),
     # GitLab tokens by prefix (personal, OAuth, deploy, runner, CI job, trigger, feed, ...); newer ones hold dots.
     re.compile(r"\bgl(?:pat|oas|dt|rt|cbt|ptt|ft|imt|agent|soat|ffct)-[A-Za-z0-9_.\-]{10,}"),
 ]
 MASK = "[REDACTED]"
-# Secrets that reach the process only through the environment (boto3 reads these itself).
-ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITLAB_TOKEN", "GITLAB_WEBHOOK_SECRET",
-               "GITLAB_WEBHOOK_SECRET_PREVIOUS", "GITLAB_WEBHOOK_SIGNING_KEY")
+# The one list of environment variables that hold secrets: the bot's own, and those boto3 or a CI job's
+# OIDC login read directly. Every redaction (logs, CLI errors, doctor output) masks their values.
+SECRET_ENV = (
+    "GITLAB_TOKEN",
+    "GITLAB_WEBHOOK_SECRET",
+    "GITLAB_WEBHOOK_SECRET_PREVIOUS",
+    "GITLAB_WEBHOOK_SIGNING_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_OIDC_TOKEN",
+)
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The values of SECRET_ENV set in `env`."""
+    return [value for name in SECRET_ENV if (value := env.get(name, ""))]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -81,7 +96,7 @@ def install_redaction(secrets: Iterable[str]) -> None:
     """
     global _secrets, _factory
     with _lock:
-        found = {s for s in (*secrets, *(os.environ.get(name, "") for name in ENV_SECRETS)) if s}
+        found = {s for s in (*secrets, *env_secrets(os.environ)) if s}
         _secrets = tuple(sorted(found | set(_secrets), key=len, reverse=True))
         if _factory is None:
             _factory = logging.getLogRecordFactory()

@@ -41,19 +41,39 @@ def main() -> int:
         config = harness.write_config(workdir / "config.toml", gitlab.url, args.redis_url, prefix=prefix)
         env = harness.stack_env(config, ecr)
         port = free_port()
-        web = harness.Process("web", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                                      "--workers", "2", "--threads", "4", "bot.app:create_app()"],
-                              env, workdir, ready="Booting worker").start()
+        web = harness.Process(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "bot.web.app:create_app()",
+            ],
+            env,
+            workdir,
+            ready="Booting worker",
+        ).start()
         url = f"http://127.0.0.1:{port}/webhook"
         try:
             harness.wait_for(lambda: up(url.replace("webhook", "healthz")), 60, "the web process")
 
             def one(i: int) -> tuple[float, int]:
-                body = pipeline_payload(project_id=1_000_000 + i, project_path=f"{harness.GROUP}/bench{i}",
-                                        pipeline_id=5_000_000 + i, status="running")
+                body = pipeline_payload(
+                    project_id=1_000_000 + i,
+                    project_path=f"{harness.GROUP}/bench{i}",
+                    pipeline_id=5_000_000 + i,
+                    status="running",
+                )
                 started = time.perf_counter()
-                response = requests.post(url, json=body, timeout=10,
-                                         headers=webhook_headers("Pipeline Hook", harness.WEBHOOK_SECRET))
+                response = requests.post(
+                    url, json=body, timeout=10, headers=webhook_headers("Pipeline Hook", harness.WEBHOOK_SECRET)
+                )
                 return time.perf_counter() - started, response.status_code
 
             started = time.perf_counter()
@@ -72,8 +92,10 @@ def main() -> int:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
     print(f"deliveries: {len(results)} with {args.senders} senders, answers by code: {codes}")
-    print(f"latency ms: p50 {pct(0.5):.1f}  p95 {pct(0.95):.1f}  p99 {pct(0.99):.1f}  max {latencies[-1]:.1f}  "
-          f"mean {statistics.mean(latencies):.1f}")
+    print(
+        f"latency ms: p50 {pct(0.5):.1f}  p95 {pct(0.95):.1f}  p99 {pct(0.99):.1f}  max {latencies[-1]:.1f}  "
+        f"mean {statistics.mean(latencies):.1f}"
+    )
     print(f"throughput: {len(results) / wall:.0f} deliveries/s over {wall:.1f} s (2 gunicorn workers × 4 threads)")
     return 0 if set(codes) == {202} else 1
 

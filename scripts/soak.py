@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import requests  # noqa: E402
 
-from bot.report import MARKER  # noqa: E402
+from bot.core.report import MARKER  # noqa: E402
 from tests.fakes.ecr import SCAN_OP, basic_finding  # noqa: E402
 from tests.harness import PUSH_API, PUSH_APP, Scenario  # noqa: E402
 from tests.stack import Stack  # noqa: E402
@@ -37,9 +37,19 @@ IMAGES = {"app": PUSH_APP, "api": PUSH_API}
 HIGH = basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1")
 LOW = basic_finding("CVE-2022-0001", "LOW", "zlib", "1.2.11", "1.2.12")
 # Expected verdict reason -> weight. scan_not_found/image_not_found come from moto itself (no script).
-REASONS = {"passed": 30, "blocked": 14, "scan_failed": 6, "unsupported_image": 6, "findings_unavailable": 6,
-           "access_denied": 6, "repository_not_found": 6, "error": 6, "scan_not_found": 6, "image_not_found": 4,
-           "timeout": 2}
+REASONS = {
+    "passed": 30,
+    "blocked": 14,
+    "scan_failed": 6,
+    "unsupported_image": 6,
+    "findings_unavailable": 6,
+    "access_denied": 6,
+    "repository_not_found": 6,
+    "error": 6,
+    "scan_not_found": 6,
+    "image_not_found": 4,
+    "timeout": 2,
+}
 UNAVAILABLE = ("FINDINGS_UNAVAILABLE", "SCAN_ELIGIBILITY_EXPIRED", "LIMIT_EXCEEDED", "IMAGE_ARCHIVED")
 MODES = {"jobs": 50, "builds": 15, "lost": 15, "out_of_order": 20}  # how a pipeline's events reach the bot
 
@@ -54,9 +64,14 @@ class SoakScenario(Scenario):
     def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
         self.jobs = {name: next(_job_ids) for name in (PUSH_APP, PUSH_API, "unit-tests")}
         self.gitlab.add_pipeline(
-            self.project_id, pipeline_id, sha, source="merge_request_event", merge_request_iid=self.mr_iid,
-            jobs=[{"id": job_id, "name": name, "stage": "push", "status": "created"}
-                  for name, job_id in self.jobs.items()],
+            self.project_id,
+            pipeline_id,
+            sha,
+            source="merge_request_event",
+            merge_request_iid=self.mr_iid,
+            jobs=[
+                {"id": job_id, "name": name, "stage": "push", "status": "created"} for name, job_id in self.jobs.items()
+            ],
         )
 
 
@@ -114,7 +129,8 @@ def plan(stack: Stack, rng: random.Random, args: argparse.Namespace, tally: Tall
         if rng.random() < args.fault_rate:  # ECR throttles or fails first; retried, never a verdict
             tally.add("fault ecr throttling")
             prefix = [{"error": "ThrottlingException"}] * rng.randint(1, 3) + [{"error": "ServerException"}] * (
-                rng.random() < 0.5)
+                rng.random() < 0.5
+            )
             image.steps = prefix + (image.steps or [{"moto": True}])
         if image.push:
             image.digest = s.push(repo)
@@ -124,8 +140,13 @@ def plan(stack: Stack, rng: random.Random, args: argparse.Namespace, tally: Tall
     if rng.random() < args.fault_rate:
         tally.add("fault gitlab status")
         status = rng.choice([500, 502, 503, 429, 409])
-        stack.gitlab.inject_fault("POST", rf"/projects/{s.project_id}/statuses/", status=status,
-                                  times=rng.randint(1, 3), retry_after=1 if status == 429 else None)
+        stack.gitlab.inject_fault(
+            "POST",
+            rf"/projects/{s.project_id}/statuses/",
+            status=status,
+            times=rng.randint(1, 3),
+            retry_after=1 if status == 429 else None,
+        )
     if rng.random() < args.fault_rate:
         tally.add("fault gitlab note")
         notes = rf"/projects/{s.project_id}/merge_requests/\d+/notes"
@@ -133,8 +154,9 @@ def plan(stack: Stack, rng: random.Random, args: argparse.Namespace, tally: Tall
             stack.gitlab.inject_fault("POST", notes, delay_s=6, times=1)
         else:
             status = rng.choice([500, 502, 429])
-            stack.gitlab.inject_fault("*", notes, status=status, times=rng.randint(1, 2),
-                                      retry_after=1 if status == 429 else None)
+            stack.gitlab.inject_fault(
+                "*", notes, status=status, times=rng.randint(1, 2), retry_after=1 if status == 429 else None
+            )
     return Pipeline(s, images, rng.choices(list(MODES), weights=list(MODES.values()))[0])
 
 
@@ -218,8 +240,7 @@ class Sender:
         return p
 
 
-def run_faults(stack: Stack, args: argparse.Namespace, tally: Tally, rng: random.Random,
-               stop: threading.Event) -> None:
+def run_faults(stack: Stack, args: argparse.Namespace, tally: Tally, rng: random.Random, stop: threading.Event) -> None:
     """Worker SIGKILLs and Redis restarts spread over the pipelines started; a crashed worker is counted
     and restarted, as systemd would, so one crash does not stall the rest of the run."""
     events = ["kill"] * args.kills + ["redis"] * args.redis_restarts
@@ -265,8 +286,10 @@ Row = tuple[int, int, str, str, bool, str]  # project, pipeline, name, state, re
 def status_rows(stack: Stack) -> list[Row]:
     # One pass under the fake's lock instead of 1,000 latest_statuses() scans of the same list.
     with stack.gitlab._lock:
-        return [(s.project_id, s.pipeline_id, s.name, s.status, s.retried, s.created_at)
-                for s in stack.gitlab.commit_statuses]
+        return [
+            (s.project_id, s.pipeline_id, s.name, s.status, s.retried, s.created_at)
+            for s in stack.gitlab.commit_statuses
+        ]
 
 
 def latest(rows: list[Row]) -> dict[tuple[int, int, str], str]:
@@ -274,8 +297,11 @@ def latest(rows: list[Row]) -> dict[tuple[int, int, str], str]:
 
 
 def gates(pipelines: list[Pipeline]) -> list[tuple[Pipeline, Image, tuple[int, int, str]]]:
-    return [(p, img, (p.scenario.project_id, p.scenario.pipeline_id, f"ecr-scan-gate/{img.repository}"))
-            for p in pipelines for img in p.images.values()]
+    return [
+        (p, img, (p.scenario.project_id, p.scenario.pipeline_id, f"ecr-scan-gate/{img.repository}"))
+        for p in pipelines
+        for img in p.images.values()
+    ]
 
 
 def wait_final(stack: Stack, pipelines: list[Pipeline], deadline: float, stall_s: float) -> None:
@@ -323,8 +349,9 @@ def ecr_index(stack: Stack) -> tuple[dict[tuple[str, str], list[Any]], float]:
     return by_image, peak
 
 
-def report(stack: Stack, pipelines: list[Pipeline], tally: Tally, args: argparse.Namespace,
-           wall: float) -> dict[str, Any]:
+def report(
+    stack: Stack, pipelines: list[Pipeline], tally: Tally, args: argparse.Namespace, wall: float
+) -> dict[str, Any]:
     rows = status_rows(stack)
     now_latest = latest(rows)
     finals: dict[tuple[int, int, str], list[str]] = defaultdict(list)
@@ -342,7 +369,8 @@ def report(stack: Stack, pipelines: list[Pipeline], tally: Tally, args: argparse
         reason = json.loads(record["verdict"])["reason"] if record.get("verdict") else f"<{record.get('state')}>"
         reasons[reason] += 1
         mine = by_image[(img.repository, s.tag(img.repository))] + (
-            by_image[(img.repository, img.digest)] if img.digest else [])
+            by_image[(img.repository, img.digest)] if img.digest else []
+        )
         calls_per_gate.append(len(mine))
         where = f"{key[0]}/{key[1]}/{img.repository} ({p.mode})"
         if state not in FINAL:
@@ -350,42 +378,67 @@ def report(stack: Stack, pipelines: list[Pipeline], tally: Tally, args: argparse
             continue
         if reason != img.reason or state != ("success" if img.reason == "passed" else "failed"):
             wrong.append(f"{where}: expected {img.reason}, got {reason} / {state}")
-        complete = any(c.answered_by == "script" and c.http_status == 200 and c.step is not None and img.steps
-                       and img.steps[c.step].get("status") == "COMPLETE" for c in mine)
+        complete = any(
+            c.answered_by == "script"
+            and c.http_status == 200
+            and c.step is not None
+            and img.steps
+            and img.steps[c.step].get("status") == "COMPLETE"
+            for c in mine
+        )
         if state == "success" and not complete:
             unproven.append(where)
-    duplicates = [f"{k[0]}/{k[1]}/{k[2]}: {v}; posted {posted_states(stack, *k)}" for k, v in finals.items()
-                  if len(v) > 1]
+    duplicates = [
+        f"{k[0]}/{k[1]}/{k[2]}: {v}; posted {posted_states(stack, *k)}" for k, v in finals.items() if len(v) > 1
+    ]
     notes = Counter(note_problem(stack, p) or "ok" for p in pipelines)
-    dup_notes = sum(sum(MARKER in n["body"] for n in stack.gitlab.notes(p.scenario.project_id, 1)) > 1
-                    for p in pipelines)
+    dup_notes = sum(
+        sum(MARKER in n["body"] for n in stack.gitlab.notes(p.scenario.project_id, 1)) > 1 for p in pipelines
+    )
     codes: Counter[str] = Counter()
     for key, n in stack.gitlab.request_counts().items():
         codes[key.rsplit(" ", 1)[1]] += n
     return {
-        "pipelines": len(pipelines), "gates": len(calls_per_gate),
+        "pipelines": len(pipelines),
+        "gates": len(calls_per_gate),
         "deliveries": {k: n for k, n in sorted(tally.c.items()) if k.startswith(("deliver", "job events"))},
         "faults": {k.removeprefix("fault "): n for k, n in sorted(tally.c.items()) if k.startswith("fault")},
         "stack": {k: n for k, n in sorted(tally.c.items()) if not k.startswith(("deliver", "job events", "fault"))},
         "verdicts_by_reason": dict(reasons.most_common()),
         "expected_by_reason": dict(Counter(img.reason for _, img, _ in gates(pipelines)).most_common()),
         "modes": dict(Counter(p.mode for p in pipelines)),
-        "lost": len(lost), "wrong": len(wrong), "success_without_complete": len(unproven),
-        "duplicate_final_statuses": len(duplicates), "duplicate_notes": dup_notes, "notes": dict(notes),
-        "ecr_calls_per_gate": {"mean": round(sum(calls_per_gate) / max(1, len(calls_per_gate)), 2),
-                               "max": max(calls_per_gate, default=0)},
-        "ecr_peak_calls_per_s": peak, "ecr_rate_configured": {"rate_per_s": args.ecr_rate, "burst": args.ecr_burst},
-        "gitlab_requests_by_status": dict(sorted(codes.items())), "wall_s": round(wall, 1),
-        "examples": {"lost": lost[:5], "wrong": wrong[:5], "success_without_complete": unproven[:5],
-                     "duplicate_final_statuses": duplicates[:5], "worker_crashes": tally.examples[:3]},
+        "lost": len(lost),
+        "wrong": len(wrong),
+        "success_without_complete": len(unproven),
+        "duplicate_final_statuses": len(duplicates),
+        "duplicate_notes": dup_notes,
+        "notes": dict(notes),
+        "ecr_calls_per_gate": {
+            "mean": round(sum(calls_per_gate) / max(1, len(calls_per_gate)), 2),
+            "max": max(calls_per_gate, default=0),
+        },
+        "ecr_peak_calls_per_s": peak,
+        "ecr_rate_configured": {"rate_per_s": args.ecr_rate, "burst": args.ecr_burst},
+        "gitlab_requests_by_status": dict(sorted(codes.items())),
+        "wall_s": round(wall, 1),
+        "examples": {
+            "lost": lost[:5],
+            "wrong": wrong[:5],
+            "success_without_complete": unproven[:5],
+            "duplicate_final_statuses": duplicates[:5],
+            "worker_crashes": tally.examples[:3],
+        },
     }
 
 
 def posted_states(stack: Stack, project_id: int, pipeline_id: int, name: str) -> list[str]:
     """Every status POST the bot made for one gate, in order: the evidence for a duplicate."""
     posts = stack.gitlab.requests("POST", rf"/projects/{project_id}/statuses/")
-    return [f"{r['body'].get('state')}->{r['status']}" for r in posts
-            if r["body"].get("name") == name and str(r["body"].get("pipeline_id")) == str(pipeline_id)]
+    return [
+        f"{r['body'].get('state')}->{r['status']}"
+        for r in posts
+        if r["body"].get("name") == name and str(r["body"].get("pipeline_id")) == str(pipeline_id)
+    ]
 
 
 def log(text: str) -> None:
@@ -428,8 +481,17 @@ def main() -> int:
     started = time.monotonic()
     deadline = started + args.timeout
     workdir = Path(tempfile.mkdtemp(prefix="ecr-scan-gate-soak-"))
-    stack = Stack(workdir, workers=args.workers, concurrency=args.concurrency, beat=True, prefix=PREFIX,
-                  timeout_s=args.scan_timeout, rate=args.ecr_rate, burst=args.ecr_burst, stuck_after=args.stuck_after)
+    stack = Stack(
+        workdir,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        beat=True,
+        prefix=PREFIX,
+        timeout_s=args.scan_timeout,
+        rate=args.ecr_rate,
+        burst=args.ecr_burst,
+        stuck_after=args.stuck_after,
+    )
     watchdog = threading.Timer(args.timeout + 120, hard_stop, [stack])
     watchdog.daemon = True
     watchdog.start()
@@ -440,8 +502,9 @@ def main() -> int:
         stack.gitlab.configure(note_rate_limit=args.note_rate_limit)
         log(f"stack up in {time.monotonic() - started:.1f}s; logs in {workdir}")
         t0 = time.monotonic()
-        faults = threading.Thread(target=run_faults, daemon=True,
-                                  args=(stack, args, tally, random.Random(args.seed), stop))
+        faults = threading.Thread(
+            target=run_faults, daemon=True, args=(stack, args, tally, random.Random(args.seed), stop)
+        )
         faults.start()
         sender = Sender(stack, args, tally, deadline)
         with ThreadPoolExecutor(args.senders) as pool:
@@ -450,12 +513,16 @@ def main() -> int:
         # Nothing moving for this long means stuck: past the scan timeout and the sweep's stuck_after.
         wait_final(stack, pipelines, deadline, stall_s=max(120.0, 3 * args.scan_timeout, args.stuck_after + 60))
         numbers = report(stack, pipelines, tally, args, time.monotonic() - t0)
-        bad = {k: numbers[k] for k in ("lost", "wrong", "success_without_complete", "duplicate_final_statuses",
-                                       "duplicate_notes") if numbers[k]}
+        bad = {
+            k: numbers[k]
+            for k in ("lost", "wrong", "success_without_complete", "duplicate_final_statuses", "duplicate_notes")
+            if numbers[k]
+        }
         bad.update({f"notes {k}": n for k, n in numbers["notes"].items() if k != "ok"})
         bad.update({"worker crashes": tally.c["worker crashes"]} if tally.c["worker crashes"] else {})
-        bad.update({"pipelines not started": args.pipelines - len(pipelines)} if len(pipelines) < args.pipelines
-                   else {})
+        bad.update(
+            {"pipelines not started": args.pipelines - len(pipelines)} if len(pipelines) < args.pipelines else {}
+        )
         ok = not bad
         for key, value in numbers.items():
             print(f"{key:28} {value}")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.app import create_app
-from bot.config import Settings, load_settings
+from bot.config import load_settings
+from bot.core.settings import Settings
+from bot.web.app import create_app
 from tests import harness
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab

@@ -43,10 +43,25 @@ class RedisServer:
             raise RuntimeError("redis-server not installed: run `make redis` (scripts/ensure-redis.sh)")
         # appendfsync always: a restart in the middle of the suite must lose nothing that was acknowledged.
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile",
-             str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         harness.wait_for(self.ping, 20, "redis-server to start")
         return self
@@ -78,8 +93,9 @@ class RedisServer:
 class Stack:
     """gunicorn + worker(s) + beat against our own Redis, the fake GitLab and the ECR double."""
 
-    def __init__(self, workdir: Path, *, workers: int = 1, concurrency: int = 4, beat: bool = True,
-                 **config: Any) -> None:
+    def __init__(
+        self, workdir: Path, *, workers: int = 1, concurrency: int = 4, beat: bool = True, **config: Any
+    ) -> None:
         self.workdir = workdir
         self.n_workers, self.concurrency, self.with_beat = workers, concurrency, beat
         # visibility 24 s: a killed worker's tasks return within the suite's patience, and the countdown
@@ -99,14 +115,29 @@ class Stack:
         self.gitlab.start()
         self.ecr.start()
         harness.ensure_repositories(self.ecr)
-        config = harness.write_config(self.workdir / "config.toml", self.gitlab.url, self.redis.url,
-                                      **self.config_options)
+        config = harness.write_config(
+            self.workdir / "config.toml", self.gitlab.url, self.redis.url, **self.config_options
+        )
         self.env = harness.stack_env(config, self.ecr)
         self.web = harness.Process(
             "web",
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.web_port}", "--workers", "2",
-             "--threads", "4", "--timeout", "30", "bot.app:create_app()"],
-            self.env, self.workdir, ready="Booting worker",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "30",
+                "bot.web.app:create_app()",
+            ],
+            self.env,
+            self.workdir,
+            ready="Booting worker",
         ).start()
         harness.wait_for(self._web_up, 30, "gunicorn to answer")
         for i in range(self.n_workers):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bot import cli, dotenv
-from bot.ecr_api import EcrApi
-from bot.models import Reason, Verdict
+from bot import cli
+from bot.adapters.ecr import EcrApi
+from bot.core import dotenv
+from bot.core.models import Reason, load_verdict
+from tests import configs
 from tests.fakes.ecr import DEFAULT_ACCOUNT, EcrDouble, basic_finding
 from tests.harness import point_boto3_at
 from tests.test_doctor import clean_region, restricted_credentials
@@ -69,8 +71,14 @@ def check(clock: FakeClock, *args: str, env: dict[str, str] | None = None) -> in
 
 def test_passes_after_in_progress_and_pins_the_digest(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
     digest = ecr.push_image(REPO, "v1")
-    ecr.script(REPO, tag="v1", steps=[{"status": "IN_PROGRESS", "repeat": 2}, {"status": "COMPLETE", "findings": [
-        basic_finding("CVE-2024-0001", "MEDIUM", "zlib", "1.2.11")]}])
+    ecr.script(
+        REPO,
+        tag="v1",
+        steps=[
+            {"status": "IN_PROGRESS", "repeat": 2},
+            {"status": "COMPLETE", "findings": [basic_finding("CVE-2024-0001", "MEDIUM", "zlib", "1.2.11")]},
+        ],
+    )
 
     assert check(clock, "--repository", REPO, "--tag", "v1") == 0
 
@@ -215,8 +223,15 @@ def test_timeout_exit_4(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
 
 def test_throttling_is_retried_with_backoff(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
     ecr.push_image(REPO, "thr")
-    ecr.script(REPO, tag="thr", steps=[{"error": "ThrottlingException", "repeat": 3}, {"error": "ServerException"},
-                                       {"status": "COMPLETE", "findings": []}])
+    ecr.script(
+        REPO,
+        tag="thr",
+        steps=[
+            {"error": "ThrottlingException", "repeat": 3},
+            {"error": "ServerException"},
+            {"status": "COMPLETE", "findings": []},
+        ],
+    )
 
     assert check(clock, "--repository", REPO, "--tag", "thr") == 0
 
@@ -248,15 +263,24 @@ def test_complete_without_findings_object_is_an_error(ecr: EcrDouble, clock: Fak
     assert "error (exit 5)" in capsys.readouterr().err
 
 
-def test_unexpected_exception_one_line_no_secret(ecr: EcrDouble, clock: FakeClock, monkeypatch, tmp_path,
-                                                 capsys) -> None:
+def test_unexpected_exception_one_line_no_secret(
+    ecr: EcrDouble, clock: FakeClock, monkeypatch, tmp_path, capsys
+) -> None:
     def boom(self, image, page_size=1000):
         raise RuntimeError("kaput glpat-abcdefghijklmnopqrst and s3cr3t-token-value\nsecond line")
 
     monkeypatch.setattr(EcrApi, "scan_findings", boom)
     env_file = tmp_path / "scan.env"
-    code = check(clock, "--repository", REPO, "--tag", "v1", "--dotenv", str(env_file),
-                 env={"GITLAB_TOKEN": "s3cr3t-token-value"})
+    code = check(
+        clock,
+        "--repository",
+        REPO,
+        "--tag",
+        "v1",
+        "--dotenv",
+        str(env_file),
+        env={"GITLAB_TOKEN": "s3cr3t-token-value"},
+    )
 
     assert code == 5
     err = capsys.readouterr().err
@@ -305,14 +329,29 @@ def test_config_file_supplies_policy_and_flags_override(ecr: EcrDouble, clock: F
     ecr.start_scan(REPO, tag="v8")  # one HIGH finding
     config = tmp_path / "config.toml"
     # No GitLab secrets in the environment: `check` does not need them.
-    config.write_text('[gitlab]\nurl = "https://gitlab.example.com"\n\n[scan]\npoll_interval_s = 20\n\n'
-                      '[[projects]]\npath = "g/p"\n\n  [[projects.images]]\n  repository = "app"\n'
-                      '  push_job = "push"\n  fail_on = ["CRITICAL"]\n')
+    configs.write_config(
+        config,
+        defaults=False,
+        gitlab={"url": "https://gitlab.example.com"},
+        scan={"poll_interval_s": 20},
+        projects=[{"path": "g/p", "images": [{"repository": "app", "push_job": "push", "fail_on": ["CRITICAL"]}]}],
+    )
 
     assert check(clock, "--config", str(config), "--tag", "v8", env={"ECR_REPO": REPO}) == 0
     assert "blocking on CRITICAL; every 20s" in capsys.readouterr().out
-    assert check(clock, "--tag", "v8", "--fail-on", "HIGH", "--interval", "30",
-                 env={"ECR_REPO": REPO, "ECR_GATE_CONFIG": str(config)}) == 1
+    assert (
+        check(
+            clock,
+            "--tag",
+            "v8",
+            "--fail-on",
+            "HIGH",
+            "--interval",
+            "30",
+            env={"ECR_REPO": REPO, "ECR_GATE_CONFIG": str(config)},
+        )
+        == 1
+    )
     assert "blocking on HIGH; every 30s" in capsys.readouterr().out
 
 
@@ -336,9 +375,20 @@ def test_short_interval_warns(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
 
 def test_json_is_one_object_on_stdout(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
     digest = ecr.push_image(REPO, "v11")
-    ecr.script(REPO, tag="v11", steps=[{"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": [
-        basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1"),
-        basic_finding("CVE-2024-0002", "LOW", "bash", "5.1")]}])
+    ecr.script(
+        REPO,
+        tag="v11",
+        steps=[
+            {"status": "IN_PROGRESS"},
+            {
+                "status": "COMPLETE",
+                "findings": [
+                    basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1"),
+                    basic_finding("CVE-2024-0002", "LOW", "bash", "5.1"),
+                ],
+            },
+        ],
+    )
 
     assert check(clock, "--repository", REPO, "--tag", "v11", "--json") == 1
 
@@ -351,7 +401,7 @@ def test_json_is_one_object_on_stdout(ecr: EcrDouble, clock: FakeClock, capsys) 
     assert data["blocking_total"] == 1
     assert [f["id"] for f in data["blocking"]] == ["CVE-2023-44487"]
     assert data["blocking"][0]["fixed_version"] == "1.43.0-1+deb11u1"
-    assert Verdict.from_dict(data).reason is Reason.BLOCKED
+    assert load_verdict(data).reason is Reason.BLOCKED
 
 
 def test_python_dash_m_bot_runs_the_gate(ecr: EcrDouble, tmp_path) -> None:
@@ -360,8 +410,14 @@ def test_python_dash_m_bot_runs_the_gate(ecr: EcrDouble, tmp_path) -> None:
     ecr.script(REPO, tag="sub", steps=[{"status": "COMPLETE", "findings": []}])
     env = {**os.environ, **ecr.env(), "PYTHONPATH": str(ROOT)}
     env_file = tmp_path / "scan.env"
-    proc = subprocess.run([sys.executable, "-m", "bot", "check", "--repository", REPO, "--tag", "sub",
-                           "--dotenv", str(env_file)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "check", "--repository", REPO, "--tag", "sub", "--dotenv", str(env_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "PASSED: app:sub" in proc.stdout
     assert "VULN_TOTAL=0\nSCAN_REASON=passed\n" in env_file.read_text()
@@ -380,5 +436,8 @@ def test_console_script_entry_point_is_main() -> None:
 def test_json_config_error_is_still_one_object(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
     assert check(clock, "--repository", REPO, "--json") == 3
     data = json.loads(capsys.readouterr().out)
-    assert data == {"reason": "config_error", "exit_code": 3,
-                    "problems": ["--tag (or IMAGE_TAG) or --digest is required"]}
+    assert data == {
+        "reason": "config_error",
+        "exit_code": 3,
+        "problems": ["--tag (or IMAGE_TAG) or --digest is required"],
+    }

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import load_settings, ref_slug
-from bot.errors import ConfigError
-from bot.models import Severity
+from bot.config import load_settings
+from bot.core.errors import ConfigError
+from bot.core.models import Severity
+from bot.core.settings import ref_slug
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"GITLAB_TOKEN": "t0ken-value", "GITLAB_WEBHOOK_SECRET": "s3cret-value"}
@@ -26,11 +27,13 @@ def test_example_config_loads_with_every_documented_key():
     assert settings.policy.fail_on == (Severity.CRITICAL, Severity.HIGH)
     image = settings.projects[0].images[0]
     assert (image.repository, image.push_job, image.registry_id) == ("app", "docker-push", "123456789012")
-    assert settings.webhook_secrets == ("s3cret-value",)
+    assert [s.get_secret_value() for s in settings.webhook_secrets] == ["s3cret-value"]
 
 
 def test_issue_shape_is_accepted(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [gitlab]
 url = "https://gitlab.example.com"
 [redis]
@@ -48,14 +51,17 @@ path = "group/app"
   push_job = "docker-push"
   registry_id = "123456789012"
   region = "us-east-1"
-""")
+""",
+    )
     settings = load_settings(path, env=ENV)
     assert settings.project_for(1, "group/app") is not None
     assert settings.project_for(1, "group/other") is None
 
 
 def test_every_problem_is_listed_at_once(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [gitlab]
 url = "ftp://nope"
 token = "should-not-be-here"
@@ -69,13 +75,23 @@ path = "g/*"
   [[projects.images]]
   repository = "Bad Name"
   tag = "{sha}-{nope}"
-""")
+""",
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
     text = "\n".join(caught.value.problems)
-    for expected in ("gitlab.url", "gitlab.token: secrets are read from the environment", "poll_interval_s",
-                     "timout_s: unknown key", "SEVERE", "repository", "nope", "push_job",
-                     "GITLAB_TOKEN is not set", "GITLAB_WEBHOOK_SECRET is not set"):
+    for expected in (
+        "gitlab.url",
+        "gitlab.token: secrets are read from the environment",
+        "poll_interval_s",
+        "timout_s: unknown key",
+        "SEVERE",
+        "repository",
+        "nope",
+        "push_job",
+        "GITLAB_TOKEN is not set",
+        "GITLAB_WEBHOOK_SECRET is not set",
+    ):
         assert expected in text, expected
     assert str(path) in text
     assert "should-not-be-here" not in str(caught.value)
@@ -108,16 +124,21 @@ def test_secrets_are_not_in_repr(tmp_path):
 def test_previous_secret_is_accepted_for_rotation(tmp_path):
     path = write(tmp_path, '[gitlab]\nurl = "https://g.example"\n')
     settings = load_settings(path, env={**ENV, "GITLAB_WEBHOOK_SECRET_PREVIOUS": "old-secret"})
-    assert settings.webhook_secrets == ("s3cret-value", "old-secret")
+    assert [s.get_secret_value() for s in settings.webhook_secrets] == ["s3cret-value", "old-secret"]
 
 
-@pytest.mark.parametrize(("template", "expected"), [
-    ("{short_sha}", "0123abcd"),
-    ("{sha}", "0123abcd" + "e" * 32),
-    ("{ref_slug}-{pipeline_id}", "feature-ecr-gate-77"),
-])
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{short_sha}", "0123abcd"),
+        ("{sha}", "0123abcd" + "e" * 32),
+        ("{ref_slug}-{pipeline_id}", "feature-ecr-gate-77"),
+    ],
+)
 def test_tag_templates(tmp_path, template, expected):
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
 [gitlab]
 url = "https://g.example"
 [[projects]]
@@ -126,7 +147,8 @@ id = 5
   repository = "app"
   tag = "{template}"
   push_job = "push"
-""")
+""",
+    )
     image = load_settings(path, env=ENV).projects[0].images[0]
     assert image.render_tag("0123abcd" + "e" * 32, "Feature/ECR_Gate", 77) == expected
 

@@ -14,7 +14,8 @@ import boto3
 import pytest
 
 from bot import cli
-from bot.doctor import filter_matches
+from bot.cli.doctor.ecr import filter_matches
+from tests import configs
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
 from tests.harness import point_boto3_at
@@ -28,8 +29,12 @@ REGION = "eu-north-1"
 
 def _moto_auth(double: EcrDouble, count: str) -> None:
     # moto evaluates IAM policies once INITIAL_NO_AUTH_ACTION_COUNT calls have passed; this route resets it.
-    request = urllib.request.Request(f"{double.moto_url}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{double.moto_url}/moto-api/reset-auth",
+        data=count.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
@@ -37,12 +42,19 @@ def _moto_auth(double: EcrDouble, count: str) -> None:
 @contextmanager
 def restricted_credentials(double: EcrDouble, monkeypatch: pytest.MonkeyPatch, actions: list[str]) -> Iterator[None]:
     """boto3 runs as an IAM user allowed only `actions`, with moto enforcing IAM for the duration."""
-    iam = boto3.client("iam", endpoint_url=double.moto_url, region_name=double.region,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=double.moto_url,
+        region_name=double.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     user = f"gate-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
-    policy = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": [*actions, "sts:GetCallerIdentity"], "Resource": "*"}]}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": [*actions, "sts:GetCallerIdentity"], "Resource": "*"}],
+    }
     iam.put_user_policy(UserName=user, PolicyName="gate", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
     with monkeypatch.context() as m:
@@ -100,12 +112,16 @@ def add_hook(gl: FakeGitLab, **kwargs) -> None:
     gl.add_hook(**{**args, **kwargs})
 
 
-def write_config(tmp_path: Path, gl: FakeGitLab, repositories: list[str], project: str = 'path = "grp/app"') -> str:
-    images = "".join(f'\n  [[projects.images]]\n  repository = "{r}"\n  push_job = "docker-push"\n'
-                     f'  region = "{REGION}"\n' for r in repositories)
-    path = tmp_path / "config.toml"
-    path.write_text(f'[gitlab]\nurl = "{gl.url}"\n\n[[projects]]\n{project}\n{images}')
-    return str(path)
+def write_config(tmp_path: Path, gl: FakeGitLab, repositories: list[str], project: str = "grp/app") -> str:
+    images = [{"repository": r, "push_job": "docker-push", "region": REGION} for r in repositories]
+    return str(
+        configs.write_config(
+            tmp_path / "config.toml",
+            defaults=False,
+            gitlab={"url": gl.url},
+            projects=[{"path": project, "images": images}],
+        )
+    )
 
 
 def doctor(config: str, gl: FakeGitLab, *extra: str, **env: str) -> int:
@@ -143,16 +159,22 @@ def test_scan_on_push_off_fails_with_the_command(ecr: EcrDouble, gl: FakeGitLab,
     assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
 
     out = capsys.readouterr().out
-    assert lines(out, "FAIL") == ["FAIL  ecr app: scan on push is off (repository scanOnPush=false, no BASIC registry "
-                                  "rule matches): no scan will run and every gate ends in scan_not_found"]
-    assert ("fix: aws ecr put-image-scanning-configuration --repository-name app "
-            f"--image-scanning-configuration scanOnPush=true --region {REGION}") in out
+    assert lines(out, "FAIL") == [
+        "FAIL  ecr app: scan on push is off (repository scanOnPush=false, no BASIC registry "
+        "rule matches): no scan will run and every gate ends in scan_not_found"
+    ]
+    assert (
+        "fix: aws ecr put-image-scanning-configuration --repository-name app "
+        f"--image-scanning-configuration scanOnPush=true --region {REGION}"
+    ) in out
 
 
 def test_basic_registry_rule_counts_as_scan_on_push(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
     ecr.create_repository("app", scan_on_push=False, mutability="IMMUTABLE")
-    ecr.client().put_registry_scanning_configuration(scanType="BASIC", rules=[
-        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "ap*", "filterType": "WILDCARD"}]}])
+    ecr.client().put_registry_scanning_configuration(
+        scanType="BASIC",
+        rules=[{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "ap*", "filterType": "WILDCARD"}]}],
+    )
     add_hook(gl, group_id=GROUP_ID)
 
     assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
@@ -162,8 +184,12 @@ def test_basic_registry_rule_counts_as_scan_on_push(ecr: EcrDouble, gl: FakeGitL
 def test_enhanced_scanning_needs_a_matching_rule(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
     ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")  # ignored under ENHANCED
     ecr.create_repository("web", scan_on_push=False, mutability="IMMUTABLE")
-    ecr.client().put_registry_scanning_configuration(scanType="ENHANCED", rules=[
-        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "web", "filterType": "WILDCARD"}]}])
+    ecr.client().put_registry_scanning_configuration(
+        scanType="ENHANCED",
+        rules=[
+            {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "web", "filterType": "WILDCARD"}]}
+        ],
+    )
     add_hook(gl, group_id=GROUP_ID)
 
     assert doctor(write_config(tmp_path, gl, ["app", "web"]), gl) == 1
@@ -212,8 +238,9 @@ def test_credentials_lacking_an_action(ecr: EcrDouble, gl: FakeGitLab, tmp_path,
     assert "credentials found: arn:aws:iam::123456789012:user/gate-" in out
 
 
-def test_credentials_that_cannot_read_the_repository(ecr: EcrDouble, gl: FakeGitLab, tmp_path, monkeypatch,
-                                                     capsys) -> None:
+def test_credentials_that_cannot_read_the_repository(
+    ecr: EcrDouble, gl: FakeGitLab, tmp_path, monkeypatch, capsys
+) -> None:
     ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
     add_hook(gl, group_id=GROUP_ID)
     config = write_config(tmp_path, gl, ["app"])
@@ -246,7 +273,8 @@ def test_missing_webhook(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> No
 
     out = capsys.readouterr().out
     assert lines(out, "FAIL") == [
-        "FAIL  gitlab grp/app: no webhook sends pipeline events to the bot: no gate will start"]
+        "FAIL  gitlab grp/app: no webhook sends pipeline events to the bot: no gate will start"
+    ]
     assert f'"{gl.url}/api/v4/projects/grp%2Fapp/hooks"' in out
     assert "pipeline_events=true&job_events=true" in out and "token=$GITLAB_WEBHOOK_SECRET" in out
     assert gl.token not in out
@@ -294,11 +322,12 @@ def test_token_problems(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> Non
 
 def test_unknown_project_and_unreachable_gitlab(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
     ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
-    assert doctor(write_config(tmp_path, gl, ["app"], project='path = "grp/other"'), gl) == 1
+    assert doctor(write_config(tmp_path, gl, ["app"], project="grp/other"), gl) == 1
     assert "FAIL  gitlab grp/other: project not visible to @ecr-scan-gate-bot (404)" in capsys.readouterr().out
 
-    config = tmp_path / "down.toml"
-    config.write_text('[gitlab]\nurl = "http://127.0.0.1:9"\ntimeout_s = 2\n')
+    config = configs.write_config(
+        tmp_path / "down.toml", defaults=False, gitlab={"url": "http://127.0.0.1:9", "timeout_s": 2}
+    )
     assert doctor(str(config), gl) == 1
     assert "http://127.0.0.1:9 not reachable" in capsys.readouterr().out
 
@@ -307,7 +336,7 @@ def test_glob_project_checks_group_hooks(ecr: EcrDouble, gl: FakeGitLab, tmp_pat
     ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
     add_hook(gl, group_id=GROUP_ID)
 
-    assert doctor(write_config(tmp_path, gl, ["app"], project='path = "grp/*"'), gl) == 0
+    assert doctor(write_config(tmp_path, gl, ["app"], project="grp/*"), gl) == 0
     assert "PASS  gitlab grp/*: webhook https://gate.example.com/webhook on grp" in capsys.readouterr().out
 
 
@@ -321,8 +350,16 @@ def test_config_error_exit_3(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "repository", "matches"),
-    [("app", "app", True), ("app", "team/app-api", True), ("ap*", "app", True), ("*-api", "team/app-api", True),
-     ("prod-*", "app", False), ("web", "app", False), ("a*p", "app", True), ("a.p", "app", False)],
+    [
+        ("app", "app", True),
+        ("app", "team/app-api", True),
+        ("ap*", "app", True),
+        ("*-api", "team/app-api", True),
+        ("prod-*", "app", False),
+        ("web", "app", False),
+        ("a*p", "app", True),
+        ("a.p", "app", False),
+    ],
 )
 def test_filter_matches(pattern: str, repository: str, matches: bool) -> None:
     assert filter_matches(pattern, repository) is matches

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot.report import MARKER
+from bot.core.report import MARKER
 from tests.fakes.ecr import basic_finding, enhanced_finding
 from tests.fakes.payloads import pipeline_payload
 from tests.harness import PUSH_APP, Scenario
@@ -34,8 +34,9 @@ def assert_no_stray_pipelines(s: Scenario) -> None:
 
 
 def test_passed_after_in_progress(scenario: Scenario):
-    final = run_gate(scenario, [{"status": "IN_PROGRESS"}, {"status": "IN_PROGRESS"},
-                                {"status": "COMPLETE", "findings": [LOW]}])
+    final = run_gate(
+        scenario, [{"status": "IN_PROGRESS"}, {"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": [LOW]}]
+    )
     assert final["status"] == "success"
     note = scenario.wait_note("PASSED")
     assert note.startswith(MARKER)
@@ -78,13 +79,17 @@ def test_access_denied_names_the_action(scenario: Scenario):
     scenario.wait_note("ecr:DescribeImageScanFindings")
 
 
-@pytest.mark.parametrize(("steps", "words"), [
-    ([{"error": "RepositoryNotFoundException"}], "repository"),
-    ([{"status": "FAILED", "description": "scan engine crashed"}], "FAILED"),
-    ([{"status": "UNSUPPORTED_IMAGE", "description": "UnsupportedImageError: distroless"}], "UNSUPPORTED_IMAGE"),
-    ([{"status": "FINDINGS_UNAVAILABLE"}], "unavailable"),
-    ([{"status": "COMPLETE", "no_findings_object": True}], "error"),
-], ids=["repository_not_found", "scan_failed", "unsupported_image", "findings_unavailable", "error"])
+@pytest.mark.parametrize(
+    ("steps", "words"),
+    [
+        ([{"error": "RepositoryNotFoundException"}], "repository"),
+        ([{"status": "FAILED", "description": "scan engine crashed"}], "FAILED"),
+        ([{"status": "UNSUPPORTED_IMAGE", "description": "UnsupportedImageError: distroless"}], "UNSUPPORTED_IMAGE"),
+        ([{"status": "FINDINGS_UNAVAILABLE"}], "unavailable"),
+        ([{"status": "COMPLETE", "no_findings_object": True}], "error"),
+    ],
+    ids=["repository_not_found", "scan_failed", "unsupported_image", "findings_unavailable", "error"],
+)
 def test_failed_reasons(scenario: Scenario, steps, words):
     final = run_gate(scenario, steps)
     assert final["status"] == "failed"
@@ -93,8 +98,10 @@ def test_failed_reasons(scenario: Scenario, steps, words):
 
 
 def test_throttling_is_retried_not_a_verdict(scenario: Scenario):
-    final = run_gate(scenario, [{"error": "ThrottlingException"}, {"error": "ThrottlingException"},
-                                {"status": "COMPLETE", "findings": []}])
+    final = run_gate(
+        scenario,
+        [{"error": "ThrottlingException"}, {"error": "ThrottlingException"}, {"status": "COMPLETE", "findings": []}],
+    )
     assert final["status"] == "success"
 
 
@@ -166,9 +173,17 @@ def test_branch_pipeline_finds_the_mr_by_commit(scenario: Scenario):
     s = scenario
     s.push("app")
     s.script("app", [{"status": "COMPLETE", "findings": []}])
-    body = pipeline_payload(project_id=s.project_id, project_path=s.project_path, pipeline_id=s.pipeline_id,
-                            sha=s.sha, ref=s.branch, status="running", source="push", mr_iid=None,
-                            builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])])
+    body = pipeline_payload(
+        project_id=s.project_id,
+        project_path=s.project_path,
+        pipeline_id=s.pipeline_id,
+        sha=s.sha,
+        ref=s.branch,
+        status="running",
+        source="push",
+        mr_iid=None,
+        builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])],
+    )
     assert s.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app")["status"] == "success"
     s.wait_note("PASSED")
@@ -180,9 +195,17 @@ def test_no_merge_request_means_statuses_only(scenario: Scenario):
     s.new_commit()  # a commit that no open MR has as its head
     s.push("app")
     s.script("app", [{"status": "COMPLETE", "findings": [HIGH]}])
-    body = pipeline_payload(project_id=s.project_id, project_path=s.project_path, pipeline_id=s.pipeline_id,
-                            sha=s.sha, ref="main", status="running", source="push", mr_iid=None,
-                            builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])])
+    body = pipeline_payload(
+        project_id=s.project_id,
+        project_path=s.project_path,
+        pipeline_id=s.pipeline_id,
+        sha=s.sha,
+        ref="main",
+        status="running",
+        source="push",
+        mr_iid=None,
+        builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])],
+    )
     assert s.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app")["status"] == "failed"
     time.sleep(2)
@@ -195,8 +218,16 @@ def test_forged_path_for_another_projects_id_is_not_acted_on(scenario: Scenario)
     other_id = s.project_id + 1_000_000
     s.gitlab.add_project(other_id, "elsewhere/secret-project")
     s.gitlab.add_pipeline(other_id, s.pipeline_id + 1_000_000, s.sha, ref="main")
-    body = pipeline_payload(project_id=other_id, project_path=s.project_path, pipeline_id=s.pipeline_id + 1_000_000,
-                            sha=s.sha, ref="main", status="running", source="push", mr_iid=None)
+    body = pipeline_payload(
+        project_id=other_id,
+        project_path=s.project_path,
+        pipeline_id=s.pipeline_id + 1_000_000,
+        sha=s.sha,
+        ref="main",
+        status="running",
+        source="push",
+        mr_iid=None,
+    )
     assert s.deliver("Pipeline Hook", body, None).status_code == 202
     time.sleep(3)
     assert s.gitlab.latest_statuses(other_id, s.sha) == {}

@@ -1,4 +1,4 @@
-"""Tests for bot.events: parsing GitLab Pipeline and Job Hook payloads into typed events."""
+"""Tests for bot.core.events: parsing GitLab Pipeline and Job Hook payloads into typed events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.events import (
+from bot.core.events import (
     STATUSES,
     Build,
     EventKind,

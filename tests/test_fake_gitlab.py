@@ -56,12 +56,22 @@ def error_of(excinfo: pytest.ExceptionInfo[Exception]) -> tuple[int | None, obje
     return excinfo.value.response_code, excinfo.value.error_message
 
 
-def add_mr_pipeline(fake: FakeGitLab, pipeline_id: int = 100, iid: int = 5, sha: str = SHA,
-                    status: str = "running") -> None:
+def add_mr_pipeline(
+    fake: FakeGitLab, pipeline_id: int = 100, iid: int = 5, sha: str = SHA, status: str = "running"
+) -> None:
     fake.add_merge_request(PID, iid, "feature", "main", sha)
-    fake.add_pipeline(PID, pipeline_id, sha, source="merge_request_event", merge_request_iid=iid, status=status,
-                      jobs=[{"id": 11, "name": "build", "stage": "build", "status": "success"},
-                            {"id": 12, "name": "push-image", "stage": "push", "status": status}])
+    fake.add_pipeline(
+        PID,
+        pipeline_id,
+        sha,
+        source="merge_request_event",
+        merge_request_iid=iid,
+        status=status,
+        jobs=[
+            {"id": 11, "name": "build", "stage": "build", "status": "success"},
+            {"id": 12, "name": "push-image", "stage": "push", "status": status},
+        ],
+    )
 
 
 # --- authentication and simple reads ------------------------------------------------------------------
@@ -126,18 +136,31 @@ def test_status_updates_in_place_while_pending_or_running(fake: FakeGitLab, gl: 
 @pytest.mark.parametrize(
     ("before", "again", "message"),
     [
-        ("pending", "pending", 'Cannot transition status via :enqueue from :pending (Reason(s): Status cannot '
-                               'transition via "enqueue")'),
-        ("running", "running", 'Cannot transition status via :run from :running (Reason(s): Status cannot '
-                               'transition via "run")'),
-        ("running", "pending", 'Cannot transition status via :enqueue from :running (Reason(s): Status cannot '
-                               'transition via "enqueue")'),
-        ("running", "skipped", 'Cannot transition status via :skip from :running (Reason(s): Status cannot '
-                               'transition via "skip")'),
+        (
+            "pending",
+            "pending",
+            'Cannot transition status via :enqueue from :pending (Reason(s): Status cannot transition via "enqueue")',
+        ),
+        (
+            "running",
+            "running",
+            'Cannot transition status via :run from :running (Reason(s): Status cannot transition via "run")',
+        ),
+        (
+            "running",
+            "pending",
+            'Cannot transition status via :enqueue from :running (Reason(s): Status cannot transition via "enqueue")',
+        ),
+        (
+            "running",
+            "skipped",
+            'Cannot transition status via :skip from :running (Reason(s): Status cannot transition via "skip")',
+        ),
     ],
 )
-def test_refused_transitions_keep_the_status(fake: FakeGitLab, gl: gitlab.Gitlab, before: str, again: str,
-                                             message: str) -> None:
+def test_refused_transitions_keep_the_status(
+    fake: FakeGitLab, gl: gitlab.Gitlab, before: str, again: str, message: str
+) -> None:
     add_mr_pipeline(fake)
     post_status(gl, state=before, name="gate", pipeline_id=100, description="first")
     with pytest.raises(GitlabCreateError) as excinfo:
@@ -190,7 +213,8 @@ def test_pipeline_id_must_match_project_sha_and_ref(fake: FakeGitLab, gl: gitlab
 
 
 def test_branch_ref_on_a_detached_mr_pipeline_creates_a_stray_external_pipeline(
-        fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake: FakeGitLab, gl: gitlab.Gitlab
+) -> None:
     add_mr_pipeline(fake)
     assert fake.merge_request(PID, 5)["head_pipeline"]["id"] == 100
     stray = post_status(gl, state="pending", name="gate", ref="feature")
@@ -210,7 +234,8 @@ def test_without_pipeline_id_the_newest_pipeline_of_the_sha_is_used(fake: FakeGi
 
 
 def test_a_sha_without_pipeline_gets_an_external_pipeline_and_an_unknown_sha_404s(
-        fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake: FakeGitLab, gl: gitlab.Gitlab
+) -> None:
     fake.add_commit(PID, SHA2, branches=["main"])
     created = post_status(gl, SHA2, state="success")
     assert fake.pipelines(source="external")[0]["id"] == created["pipeline_id"]
@@ -260,8 +285,12 @@ def test_status_list_includes_ci_jobs_and_filters(fake: FakeGitLab, gl: gitlab.G
 
 def test_concurrent_status_posts_are_all_recorded(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
     add_mr_pipeline(fake)
-    threads = [threading.Thread(target=post_status, args=(gl,), kwargs={"state": "pending", "name": f"g{i}",
-                                                                         "pipeline_id": 100}) for i in range(20)]
+    threads = [
+        threading.Thread(
+            target=post_status, args=(gl,), kwargs={"state": "pending", "name": f"g{i}", "pipeline_id": 100}
+        )
+        for i in range(20)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -337,8 +366,7 @@ def test_note_body_is_required_and_at_most_a_million_characters(fake: FakeGitLab
     assert len(notes.create({"body": "x" * 1_000_000}).body) == 1_000_000
     with pytest.raises(GitlabCreateError) as excinfo:
         notes.create({"body": "x" * 1_000_001})
-    assert error_of(excinfo) == (
-        400, '400 Bad request - Note {:note=>["is too long (maximum is 1000000 characters)"]}')
+    assert error_of(excinfo) == (400, '400 Bad request - Note {:note=>["is too long (maximum is 1000000 characters)"]}')
     with pytest.raises(GitlabCreateError) as excinfo:
         notes.create({"body": "   "})
     assert excinfo.value.response_code == 400
@@ -353,12 +381,17 @@ def test_note_creation_is_rate_limited_per_user(fake: FakeGitLab, gl: gitlab.Git
     notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
     for i in range(3):
         notes.create({"body": f"note {i}"})
-    response = requests.post(f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes", json={"body": "4th"},
-                             headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+    response = requests.post(
+        f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes",
+        json={"body": "4th"},
+        headers={"PRIVATE-TOKEN": TOKEN},
+        timeout=5,
+    )
     assert response.status_code == 429
     assert 1 <= int(response.headers["Retry-After"]) <= 30
-    assert response.json() == {"message": {"error": "This endpoint has been requested too many times. "
-                                                    "Try again later."}}
+    assert response.json() == {
+        "message": {"error": "This endpoint has been requested too many times. Try again later."}
+    }
     with pytest.raises(GitlabCreateError) as excinfo:
         notes.create({"body": "5th"}, obey_rate_limit=False)
     assert excinfo.value.response_code == 429
@@ -388,12 +421,19 @@ def test_get_all_follows_the_link_header_across_pages(fake: FakeGitLab, gl: gitl
     assert len(notes.list(get_all=True)) == 205  # default per_page 20: 11 pages
     assert len(notes.list(get_all=False)) == 20
 
-    response = requests.get(f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes",
-                            params={"per_page": 500, "page": 2, "sort": "asc"},
-                            headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+    response = requests.get(
+        f"{fake.url}/api/v4/projects/{PID}/merge_requests/5/notes",
+        params={"per_page": 500, "page": 2, "sort": "asc"},
+        headers={"PRIVATE-TOKEN": TOKEN},
+        timeout=5,
+    )
     headers = response.headers
     assert (headers["X-Page"], headers["X-Per-Page"], headers["X-Total"], headers["X-Total-Pages"]) == (
-        "2", "100", "205", "3")
+        "2",
+        "100",
+        "205",
+        "3",
+    )
     assert (headers["X-Next-Page"], headers["X-Prev-Page"]) == ("3", "1")
     next_query = parse_qs(urlsplit(response.links["next"]["url"]).query)
     assert next_query == {"page": ["3"], "per_page": ["100"], "sort": ["asc"]}
@@ -402,8 +442,10 @@ def test_get_all_follows_the_link_header_across_pages(fake: FakeGitLab, gl: gitl
 
 def test_quick_actions_and_mentions_are_recorded_not_run(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
     add_mr_pipeline(fake)
-    body = ("<!-- ecr-scan-gate -->\n/merge\n/approve now\n  /close\nsee `/assign @carol` and ping @alice\n"
-            "```\n/close\n@dave\n```\nmail bob@example.com\n/usr/lib/x is a path")
+    body = (
+        "<!-- ecr-scan-gate -->\n/merge\n/approve now\n  /close\nsee `/assign @carol` and ping @alice\n"
+        "```\n/close\n@dave\n```\nmail bob@example.com\n/usr/lib/x is a path"
+    )
     note = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.create({"body": body})
     (recorded,) = fake.notes(PID, 5)
     assert recorded["quick_actions"] == ["merge", "approve"]
@@ -492,8 +534,14 @@ def test_the_control_api_over_http(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
     control = FakeGitLabClient(fake.url)
     assert control.info()["bot_user"]["username"] == "ecr-scan-gate-bot"
     control.add_merge_request(project_id=PID, iid=3, source_branch="f", target_branch="main", sha=SHA)
-    control.add_pipeline(project_id=PID, pipeline_id=300, sha=SHA, source="merge_request_event",
-                         merge_request_iid=3, jobs=[{"id": 31, "name": "push", "stage": "push", "status": "running"}])
+    control.add_pipeline(
+        project_id=PID,
+        pipeline_id=300,
+        sha=SHA,
+        source="merge_request_event",
+        merge_request_iid=3,
+        jobs=[{"id": 31, "name": "push", "stage": "push", "status": "running"}],
+    )
     post_status(gl, state="pending", name="gate", pipeline_id=300)
     assert control.latest_statuses(project_id=PID, sha=SHA)["gate"]["status"] == "pending"
     control.inject_fault(method="POST", path_regex="/notes", status=500)
@@ -510,8 +558,12 @@ def test_the_control_api_over_http(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
 
 
 def test_standalone_server_prints_its_url() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.gitlab", "--port", "0", "--token", "T"],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.gitlab", "--port", "0", "--token", "T"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()

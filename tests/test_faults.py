@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_settings
-from bot.report import MARKER
+from bot.core.report import MARKER
 from tests import harness
 from tests.fakes.ecr import basic_finding
 from tests.harness import PUSH_API, PUSH_APP, Scenario, wait_for
@@ -42,8 +42,11 @@ def assert_end_state(s: Scenario, expected: dict[str, str]) -> None:
     """Exactly one final status per gate, the expected verdicts, one note on the MR."""
     for repository, state in expected.items():
         assert s.wait_status(repository, timeout=60)["status"] == state
-    wait_for(lambda: all(f"ecr-scan-gate/{r}" in n["body"] for n in s.notes() for r in expected)
-             and s.notes(), 60, "the note with every image")
+    wait_for(
+        lambda: all(f"ecr-scan-gate/{r}" in n["body"] for n in s.notes() for r in expected) and s.notes(),
+        60,
+        "the note with every image",
+    )
     time.sleep(1.0)  # let any late duplicate land before counting
     for repository, state in expected.items():
         finals = final_statuses(s, repository)
@@ -65,8 +68,11 @@ def start_both(s: Scenario, app_steps: list[dict], api_steps: list[dict]) -> Non
 
 def test_worker_sigkill_mid_poll_loses_no_gate(stack: Stack):
     s = stack.scenario()
-    start_both(s, [{"status": "IN_PROGRESS"}] * 4 + [{"status": "COMPLETE", "findings": []}],
-               [{"status": "IN_PROGRESS"}] * 4 + [{"status": "COMPLETE", "findings": [HIGH]}])
+    start_both(
+        s,
+        [{"status": "IN_PROGRESS"}] * 4 + [{"status": "COMPLETE", "findings": []}],
+        [{"status": "IN_PROGRESS"}] * 4 + [{"status": "COMPLETE", "findings": [HIGH]}],
+    )
     s.wait_status("app", {"running"}, timeout=20)
     stack.workers[0].kill()  # SIGKILL the whole worker, children included: tasks in hand are lost
     time.sleep(1.0)
@@ -76,8 +82,11 @@ def test_worker_sigkill_mid_poll_loses_no_gate(stack: Stack):
 
 def test_redis_restart_mid_run(stack: Stack):
     s = stack.scenario()
-    start_both(s, [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
-               [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}])
+    start_both(
+        s,
+        [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
+        [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
+    )
     stack.redis.stop()
     # While Redis is down the receiver refuses work (GitLab records a failed delivery to resend).
     down = s.pipeline_event("running", key="resend-after-redis-restart")
@@ -174,8 +183,11 @@ def test_final_status_post_timeout_is_not_posted_twice(stack: Stack):
     soak run caught before this was guarded.
     """
     s = stack.scenario()
-    start_both(s, [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
-               [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": [HIGH]}])
+    start_both(
+        s,
+        [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": []}],
+        [{"status": "IN_PROGRESS"}] * 3 + [{"status": "COMPLETE", "findings": [HIGH]}],
+    )
     s.wait_status("app", {"running"}, timeout=20)
     s.wait_status("api", {"running"}, timeout=20)
     stack.gitlab.inject_fault("POST", rf"/projects/{s.project_id}/statuses/", delay_s=6, times=2)

@@ -1,8 +1,9 @@
 """The documented IAM policy is enough and nothing in it is spare; per-account roles are assumed via STS.
 
-moto evaluates IAM policies when INITIAL_NO_AUTH_ACTION_COUNT is set (FACTS.md). That value is a global of
-the moto process, so these tests run their own moto server in a subprocess: turning evaluation on in-process
-would also lock out the session's ECR double. Set-up runs with evaluation off, each check with it on.
+moto evaluates IAM policies when INITIAL_NO_AUTH_ACTION_COUNT is set (moto docs: IAM-like access control).
+That value is a global of the moto process, so these tests run their own moto server in a subprocess:
+turning evaluation on in-process would also lock out the session's ECR double. Set-up runs with
+evaluation off, each check with it on.
 
 What the bot needs, and why:
 - ecr:DescribeImageScanFindings: the only AWS call of the gate workers and of `check` (poll the scan).
@@ -33,11 +34,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from bot.config import EcrSettings
-from bot.ecr_api import EcrApi, EcrCallError, ImageRef
-from bot.errors import TransientError
-from bot.models import Phase, Reason
-from bot.policy import Policy, Target, decide
+from bot.adapters.ecr import EcrApi, EcrCallError
+from bot.core.errors import TransientError
+from bot.core.models import Image, Phase, Reason
+from bot.core.policy import Policy, decide
+from bot.core.settings import EcrSettings
 from tests.harness import ROOT
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -46,10 +47,10 @@ POLICY_PATH = ROOT / "docs" / "iam-policy.json"
 REPOSITORY = "lp-app"
 TAG = "v1"
 
-Probe = Callable[[EcrApi, ImageRef], Any]
+Probe = Callable[[EcrApi, Image], Any]
 
 
-def _scan(api: EcrApi, image: ImageRef) -> Any:
+def _scan(api: EcrApi, image: Image) -> Any:
     return api.scan_findings(image)
 
 
@@ -116,8 +117,12 @@ class IamMoto:
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "inf"  # set-up first; enforce() turns evaluation on
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -128,14 +133,22 @@ class IamMoto:
                     self.stop()
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.1)
-        admin = {"endpoint_url": self.url, "region_name": REGION, "aws_access_key_id": "AKIAADMINSETUP000000",
-                 "aws_secret_access_key": "setup"}
+        admin = {
+            "endpoint_url": self.url,
+            "region_name": REGION,
+            "aws_access_key_id": "AKIAADMINSETUP000000",
+            "aws_secret_access_key": "setup",
+        }
         self.iam = boto3.client("iam", **admin)
         self.ecr = boto3.client("ecr", **admin)
 
     def _auth(self, count: str) -> None:
-        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/reset-auth",
+            data=count.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
         urllib.request.urlopen(request, timeout=10).close()
 
     @contextmanager
@@ -161,8 +174,10 @@ class IamMoto:
     def role(self, ecr_actions: list[str], trusted: str) -> str:
         """A role trusting one principal, holding exactly these ECR actions; returns its ARN."""
         name = f"ecr-scan-gate-{uuid.uuid4().hex[:8]}"
-        trust = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"AWS": trusted}, "Action": "sts:AssumeRole"}]}
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": trusted}, "Action": "sts:AssumeRole"}],
+        }
         arn = self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         if ecr_actions:
             self.iam.put_role_policy(RoleName=name, PolicyName="ecr", PolicyDocument=ecr_policy(ecr_actions))
@@ -181,9 +196,16 @@ def moto() -> Iterator[IamMoto]:
     server = IamMoto()
     try:
         server.ecr.create_repository(repositoryName=REPOSITORY)
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
-                               "digest": "sha256:" + "c" * 64}, "layers": []}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 2,
+                "digest": "sha256:" + "c" * 64,
+            },
+            "layers": [],
+        }
         server.ecr.put_image(repositoryName=REPOSITORY, imageTag=TAG, imageManifest=json.dumps(manifest))
         server.ecr.start_image_scan(repositoryName=REPOSITORY, imageId={"imageTag": TAG})
         yield server
@@ -194,6 +216,7 @@ def moto() -> Iterator[IamMoto]:
 @pytest.fixture
 def as_identity(moto: IamMoto, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], EcrApi]:
     """Point boto3's default chain (what the bot uses) at moto as this user."""
+
     def use(key: dict[str, str]) -> EcrApi:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
             monkeypatch.delenv(name, raising=False)
@@ -203,10 +226,11 @@ def as_identity(moto: IamMoto, monkeypatch: pytest.MonkeyPatch) -> Callable[[dic
         monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the first credentials it found
         return EcrApi(EcrSettings())
+
     return use
 
 
-def run(probe: Probe, api: EcrApi, image: ImageRef) -> tuple[Reason | None, str]:
+def run(probe: Probe, api: EcrApi, image: Image) -> tuple[Reason | None, str]:
     """(reason, detail) of a call: None when it got a real answer."""
     try:
         result = probe(api, image)
@@ -217,8 +241,8 @@ def run(probe: Probe, api: EcrApi, image: ImageRef) -> tuple[Reason | None, str]
     return None, ""
 
 
-def image(role_arn: str | None = None) -> ImageRef:
-    return ImageRef(REPOSITORY, tag=TAG, region=REGION, role_arn=role_arn)
+def image(role_arn: str | None = None) -> Image:
+    return Image(REPOSITORY, tag=TAG, region=REGION, role_arn=role_arn or "")
 
 
 # --- (a) the documented policy ---------------------------------------------------------------------------------
@@ -239,8 +263,12 @@ def test_policy_grants_only_named_actions_the_bot_uses(name: str) -> None:
 @pytest.mark.parametrize("name", POLICIES)
 def test_policy_scopes_repository_actions_to_repositories(name: str) -> None:
     for statement in statements(POLICIES[name]):
-        if set(_as_list(statement["Action"])) & {"ecr:DescribeImageScanFindings", "ecr:DescribeImages",
-                                                 "ecr:DescribeRepositories", "ecr:StartImageScan"}:
+        if set(_as_list(statement["Action"])) & {
+            "ecr:DescribeImageScanFindings",
+            "ecr:DescribeImages",
+            "ecr:DescribeRepositories",
+            "ecr:StartImageScan",
+        }:
             for resource in _as_list(statement["Resource"]):
                 assert resource.startswith("arn:aws:ecr:") and ":repository/" in resource, resource
 
@@ -255,20 +283,22 @@ def test_the_policy_suffices_for_every_call(moto: IamMoto, as_identity: Callable
     assert scan.phase is Phase.COMPLETE and scan.findings  # moto's canned HIGH finding: a real answer
 
 
-def test_without_any_permission_the_gate_is_denied_never_passed(moto: IamMoto,
-                                                                as_identity: Callable[..., EcrApi]) -> None:
+def test_without_any_permission_the_gate_is_denied_never_passed(
+    moto: IamMoto, as_identity: Callable[..., EcrApi]
+) -> None:
     api = as_identity(moto.user([]))
     with moto.enforce():
         result = api.scan_findings(image())
     assert result.reason is Reason.ACCESS_DENIED and GATE_ACTION in result.detail
-    verdict = decide(result, Policy(), Target(REPOSITORY, TAG))
+    verdict = decide(result, Policy(), Image(REPOSITORY, TAG))
     assert verdict.reason is Reason.ACCESS_DENIED and not verdict.passed
     assert GATE_ACTION in verdict.remediation
 
 
 @pytest.mark.parametrize(("name", "removed"), REMOVALS)
-def test_removing_any_action_is_access_denied_naming_it(moto: IamMoto, as_identity: Callable[..., EcrApi],
-                                                        name: str, removed: str) -> None:
+def test_removing_any_action_is_access_denied_naming_it(
+    moto: IamMoto, as_identity: Callable[..., EcrApi], name: str, removed: str
+) -> None:
     api = as_identity(moto.user([a for a in ECR_ACTIONS[name] if a != removed]))
     with moto.enforce():
         results = {action: run(PROBES[action], api, image()) for action in ECR_ACTIONS[name]}
@@ -295,18 +325,21 @@ def test_assumed_role_credentials_are_the_ones_used(moto: IamMoto, as_identity: 
     assert again.phase is Phase.COMPLETE
 
 
-def _bot_and_role(moto: IamMoto, role_actions: list[str], *, may_assume: bool = True,
-                  trusted: bool = True) -> tuple[dict[str, str], str]:
+def _bot_and_role(
+    moto: IamMoto, role_actions: list[str], *, may_assume: bool = True, trusted: bool = True
+) -> tuple[dict[str, str], str]:
     key = moto.user([])
     role = moto.role(role_actions, trusted=key["arn"] if trusted else f"arn:aws:iam::{ACCOUNT}:user/someone-else")
     if may_assume:
-        moto.iam.put_user_policy(UserName=key["arn"].rsplit("/", 1)[1], PolicyName="assume",
-                                 PolicyDocument=assume_policy([role]))
+        moto.iam.put_user_policy(
+            UserName=key["arn"].rsplit("/", 1)[1], PolicyName="assume", PolicyDocument=assume_policy([role])
+        )
     return key, role
 
 
-def test_a_role_without_the_scan_action_is_access_denied_naming_it(moto: IamMoto,
-                                                                   as_identity: Callable[..., EcrApi]) -> None:
+def test_a_role_without_the_scan_action_is_access_denied_naming_it(
+    moto: IamMoto, as_identity: Callable[..., EcrApi]
+) -> None:
     key, role = _bot_and_role(moto, [a for a in ROLE_ACTIONS if a != GATE_ACTION] or ["ecr:DescribeImages"])
     api = as_identity(key)
     with moto.enforce():
@@ -315,11 +348,15 @@ def test_a_role_without_the_scan_action_is_access_denied_naming_it(moto: IamMoto
 
 
 @pytest.mark.parametrize("why", ["identity may not assume", "role does not trust the identity"])
-def test_a_refused_assume_role_is_access_denied_naming_sts_assume_role(moto: IamMoto,
-                                                                       as_identity: Callable[..., EcrApi],
-                                                                       why: str) -> None:
-    key, role = _bot_and_role(moto, [GATE_ACTION], may_assume=why != "identity may not assume",
-                              trusted=why != "role does not trust the identity")
+def test_a_refused_assume_role_is_access_denied_naming_sts_assume_role(
+    moto: IamMoto, as_identity: Callable[..., EcrApi], why: str
+) -> None:
+    key, role = _bot_and_role(
+        moto,
+        [GATE_ACTION],
+        may_assume=why != "identity may not assume",
+        trusted=why != "role does not trust the identity",
+    )
     api = as_identity(key)
     with moto.enforce():
         result = api.scan_findings(image(role))
@@ -328,7 +365,7 @@ def test_a_refused_assume_role_is_access_denied_naming_sts_assume_role(moto: Iam
     assert result.phase is Phase.FINAL and result.reason is Reason.ACCESS_DENIED
     assert "sts:AssumeRole" in result.detail and role in result.detail
     assert doctor_call.value.reason is Reason.ACCESS_DENIED and "sts:AssumeRole" in doctor_call.value.result.detail
-    verdict = decide(result, Policy(), Target(REPOSITORY, TAG))
+    verdict = decide(result, Policy(), Image(REPOSITORY, TAG))
     assert verdict.reason is Reason.ACCESS_DENIED and not verdict.passed
 
 
@@ -338,17 +375,24 @@ def test_documented_policies_are_the_two_identities_of_docs_iam_md() -> None:
     assert all(p.get("Version") == "2012-10-17" for p in POLICIES.values())
 
 
-@pytest.mark.parametrize(("code", "http", "transient"), [
-    ("Throttling", 400, True), ("InternalFailure", 500, True), ("ServiceUnavailable", 503, True),
-    ("AccessDenied", 403, False), ("ExpiredToken", 400, False),
-])
-def test_sts_throttling_is_retried_later_and_only_a_refusal_is_a_verdict(monkeypatch: pytest.MonkeyPatch,
-                                                                         code: str, http: int,
-                                                                         transient: bool) -> None:
+@pytest.mark.parametrize(
+    ("code", "http", "transient"),
+    [
+        ("Throttling", 400, True),
+        ("InternalFailure", 500, True),
+        ("ServiceUnavailable", 503, True),
+        ("AccessDenied", 403, False),
+        ("ExpiredToken", 400, False),
+    ],
+)
+def test_sts_throttling_is_retried_later_and_only_a_refusal_is_a_verdict(
+    monkeypatch: pytest.MonkeyPatch, code: str, http: int, transient: bool
+) -> None:
     class RefusingSts:
         def assume_role(self, **_: Any) -> Any:
-            raise ClientError({"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": http}},
-                              "AssumeRole")
+            raise ClientError(
+                {"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": http}}, "AssumeRole"
+            )
 
     real = boto3.client
     monkeypatch.setattr(boto3, "client", lambda name, **kw: RefusingSts() if name == "sts" else real(name, **kw))

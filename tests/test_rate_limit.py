@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.state import Store
+from bot.adapters.store import Store
 from tests.harness import PUSH_API, PUSH_APP, wait_for
 from tests.stack import Stack
 
@@ -54,8 +54,9 @@ def test_token_bucket_holds_under_many_concurrent_callers(redis_url: str, settin
 
 @pytest.fixture(scope="module")
 def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(Path(tmp_path_factory.mktemp("ratelimit")), workers=2, beat=False, rate=RATE,
-               burst=BURST, timeout_s=120) as running:
+    with Stack(
+        Path(tmp_path_factory.mktemp("ratelimit")), workers=2, beat=False, rate=RATE, burst=BURST, timeout_s=120
+    ) as running:
         yield running
 
 
@@ -71,11 +72,13 @@ def test_many_waiting_gates_never_exceed_the_configured_rate(slow_stack: Stack):
     for s in scenarios:
         s.pipeline_event("running", builds={PUSH_APP: "success", PUSH_API: "success"})
     for s in scenarios:
-        wait_for(lambda s=s: all((st := s.status(r)) and st["status"] == "success" for r in ("app", "api")),
-                 120, "every gate to pass")
+        wait_for(
+            lambda s=s: all((st := s.status(r)) and st["status"] == "success" for r in ("app", "api")),
+            120,
+            "every gate to pass",
+        )
     digests = {slow_stack.ecr.digest_of(r, t) for r in ("app", "api") for t in tags}
-    mine = [c.time for c in slow_stack.ecr.calls("DescribeImageScanFindings")
-            if c.image in tags or c.image in digests]
+    mine = [c.time for c in slow_stack.ecr.calls("DescribeImageScanFindings") if c.image in tags or c.image in digests]
     assert len(mine) == 24 * 3  # one call per poll, none wasted
     # The bucket grants at Redis time; the double logs at arrival. On a loaded 2-core machine calls
     # granted over two seconds can arrive bunched within one, so the bound is checked over windows long

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from pydantic import SecretStr
 
-from bot.config import EcrSettings, GitLabSettings
-from bot.ecr_api import EcrApi, EcrCallError, ImageRef
-from bot.errors import GateError, PermanentError, TransientError
-from bot.gitlab_api import GitLabApi
+from bot.adapters.ecr import EcrApi, EcrCallError
+from bot.adapters.gitlab import GitLabApi
+from bot.core.errors import GateError, PermanentError, TransientError
+from bot.core.models import Image
+from bot.core.settings import EcrSettings, GitLabSettings
 from bot.logs import MASK, RedactingFilter, install_redaction, redact
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
@@ -31,24 +33,27 @@ SESSION_TOKEN = "FwoGZXIvYXdzE" + secrets.token_hex(24)
 ALL = (CONFIGURED, GLPAT, AKIA, ASIA, AWS_SECRET, SESSION_TOKEN)
 
 
-@pytest.mark.parametrize("text", [
-    f"webhook secret is {CONFIGURED}!",
-    f"token {GLPAT} used",
-    f"routable glpat-{secrets.token_hex(12)}.01.{secrets.token_hex(4)} and glcbt-{secrets.token_hex(8)}",
-    f"key {AKIA} / {ASIA}",
-    f"aws_secret_access_key={AWS_SECRET}",
-    f"AWS_SECRET_ACCESS_KEY: {AWS_SECRET}",
-    f"{{'AccessKeyId': '{ASIA}', 'SecretAccessKey': '{AWS_SECRET}', 'SessionToken': '{SESSION_TOKEN}'}}",
-    f'{{"aws_session_token": "{SESSION_TOKEN}"}}',
-    f"headers={{'X-Amz-Security-Token': b'{SESSION_TOKEN}', 'X-Amz-Date': b'20250101T000000Z'}}",
-    f"PRIVATE-TOKEN: {GLPAT}",
-    f"{{'PRIVATE-TOKEN': '{GLPAT}', 'User-Agent': 'python-gitlab'}}",
-    f"private_token={AWS_SECRET}",
-    f"X-Gitlab-Token: {CONFIGURED}",
-    f"Authorization: Bearer {SESSION_TOKEN}",
-    f"'Authorization': 'Basic {AWS_SECRET}'",
-    f"GITLAB_TOKEN={AWS_SECRET} GITLAB_WEBHOOK_SECRET={SESSION_TOKEN}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"webhook secret is {CONFIGURED}!",
+        f"token {GLPAT} used",
+        f"routable glpat-{secrets.token_hex(12)}.01.{secrets.token_hex(4)} and glcbt-{secrets.token_hex(8)}",
+        f"key {AKIA} / {ASIA}",
+        f"aws_secret_access_key={AWS_SECRET}",
+        f"AWS_SECRET_ACCESS_KEY: {AWS_SECRET}",
+        f"{{'AccessKeyId': '{ASIA}', 'SecretAccessKey': '{AWS_SECRET}', 'SessionToken': '{SESSION_TOKEN}'}}",
+        f'{{"aws_session_token": "{SESSION_TOKEN}"}}',
+        f"headers={{'X-Amz-Security-Token': b'{SESSION_TOKEN}', 'X-Amz-Date': b'20250101T000000Z'}}",
+        f"PRIVATE-TOKEN: {GLPAT}",
+        f"{{'PRIVATE-TOKEN': '{GLPAT}', 'User-Agent': 'python-gitlab'}}",
+        f"private_token={AWS_SECRET}",
+        f"X-Gitlab-Token: {CONFIGURED}",
+        f"Authorization: Bearer {SESSION_TOKEN}",
+        f"'Authorization': 'Basic {AWS_SECRET}'",
+        f"GITLAB_TOKEN={AWS_SECRET} GITLAB_WEBHOOK_SECRET={SESSION_TOKEN}",
+    ],
+)
 def test_redact_masks_configured_secrets_and_known_shapes(text: str) -> None:
     out = redact(text, [CONFIGURED])
     assert MASK in out
@@ -169,8 +174,15 @@ def test_filter_alone_redacts_records_built_without_the_factory() -> None:
     # makeLogRecord (QueueListener, SocketHandler receivers) bypasses the record factory: the filter covers it.
     handler = Capture()
     handler.addFilter(RedactingFilter([CONFIGURED]))
-    record = logging.makeLogRecord({"name": "x", "levelno": logging.INFO, "levelname": "INFO",
-                                    "msg": "%s then %s", "args": (CONFIGURED, f"PRIVATE-TOKEN: {GLPAT}")})
+    record = logging.makeLogRecord(
+        {
+            "name": "x",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "msg": "%s then %s",
+            "args": (CONFIGURED, f"PRIVATE-TOKEN: {GLPAT}"),
+        }
+    )
     handler.handle(record)
     _assert_clean(handler.text)
 
@@ -199,18 +211,27 @@ def _closed_port() -> int:
 
 
 def test_gitlab_unreachable_error_carries_no_token() -> None:
-    api = GitLabApi(GitLabSettings(url=f"http://127.0.0.1:{_closed_port()}", timeout_s=2), GLPAT)
+    api = GitLabApi(GitLabSettings(url=f"http://127.0.0.1:{_closed_port()}", timeout_s=2), SecretStr(GLPAT))
     with pytest.raises(TransientError) as caught:
         api.set_status(1, "0" * 40, {"state": "pending", "name": "x"})
     assert GLPAT not in _chain_text(caught.value)
 
 
-@pytest.mark.parametrize(("status", "kind"), [(401, PermanentError), (403, PermanentError), (404, PermanentError),
-                                              (429, TransientError), (500, TransientError), (502, TransientError)])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, PermanentError),
+        (403, PermanentError),
+        (404, PermanentError),
+        (429, TransientError),
+        (500, TransientError),
+        (502, TransientError),
+    ],
+)
 def test_gitlab_http_errors_carry_no_token(fake_gitlab: FakeGitLab, status: int, kind: type[GateError]) -> None:
     project_id = 880000 + status
     fake_gitlab.inject_fault("GET", f"/projects/{project_id}/pipelines/", status=status, retry_after=1)
-    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), GITLAB_TOKEN)
+    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), SecretStr(GITLAB_TOKEN))
     with pytest.raises(kind) as caught:
         api.pipeline_status(project_id, 1)
     assert GITLAB_TOKEN not in _chain_text(caught.value)
@@ -219,23 +240,25 @@ def test_gitlab_http_errors_carry_no_token(fake_gitlab: FakeGitLab, status: int,
 def test_gitlab_wrong_token_and_timeout_errors_carry_no_token(fake_gitlab: FakeGitLab) -> None:
     wrong = "glpat-" + secrets.token_hex(10)
     with pytest.raises(PermanentError) as caught:
-        GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), wrong).bot_user_id()
+        GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), SecretStr(wrong)).bot_user_id()
     assert wrong not in _chain_text(caught.value)
     fake_gitlab.inject_fault("GET", "/projects/889999/pipelines/", delay_s=1.5)
-    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=0.3), GITLAB_TOKEN)
+    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=0.3), SecretStr(GITLAB_TOKEN))
     with pytest.raises(TransientError) as slow:
         api.pipeline_status(889999, 1)
     assert GITLAB_TOKEN not in _chain_text(slow.value)
 
 
-def test_a_gitlab_error_body_echoing_the_token_is_redacted_when_logged(fake_gitlab: FakeGitLab,
-                                                                      capture: Capture) -> None:
+def test_a_gitlab_error_body_echoing_the_token_is_redacted_when_logged(
+    fake_gitlab: FakeGitLab, capture: Capture
+) -> None:
     # GitLab does not echo tokens; a proxy in front of it might. The exception keeps GitLab's message (300
     # characters), so logging is the last line of defence.
     install_redaction([GITLAB_TOKEN])
-    fake_gitlab.inject_fault("GET", "/projects/889998/pipelines/", status=400,
-                             body={"message": f"bad header PRIVATE-TOKEN: {GITLAB_TOKEN}"})
-    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), GITLAB_TOKEN)
+    fake_gitlab.inject_fault(
+        "GET", "/projects/889998/pipelines/", status=400, body={"message": f"bad header PRIVATE-TOKEN: {GITLAB_TOKEN}"}
+    )
+    api = GitLabApi(GitLabSettings(url=fake_gitlab.url, timeout_s=5), SecretStr(GITLAB_TOKEN))
     with pytest.raises(PermanentError) as caught:
         api.pipeline_status(889998, 1)
     capture.logger.error("sync failed: %s", caught.value, exc_info=caught.value)  # type: ignore[attr-defined]
@@ -259,7 +282,7 @@ def test_ecr_unreachable_error_carries_no_aws_secret(aws_env: pytest.MonkeyPatch
     aws_env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
     api = EcrApi(EcrSettings(connect_timeout_s=1, read_timeout_s=1))
     with pytest.raises(TransientError) as caught:
-        api.scan_findings(ImageRef("app", tag="x", role_arn=role_arn))
+        api.scan_findings(Image("app", tag="x", role_arn=role_arn))
     text = _chain_text(caught.value)
     assert AKIA not in text and AWS_SECRET not in text
 
@@ -269,10 +292,10 @@ def test_ecr_refusals_carry_no_aws_secret(aws_env: pytest.MonkeyPatch, ecr: EcrD
     api = EcrApi(EcrSettings())
     tag = "redact-" + secrets.token_hex(3)
     ecr.script("app", tag=tag, steps=[{"error": "AccessDeniedException"}])
-    result = api.scan_findings(ImageRef("app", tag=tag))
+    result = api.scan_findings(Image("app", tag=tag))
     assert result.reason is not None and result.reason.value == "access_denied"
     assert AKIA not in result.detail and AWS_SECRET not in result.detail
     with pytest.raises(EcrCallError) as caught:
-        api.describe_image(ImageRef("no-such-repository-" + secrets.token_hex(3), tag="x"))
+        api.describe_image(Image("no-such-repository-" + secrets.token_hex(3), tag="x"))
     text = _chain_text(caught.value)
     assert AKIA not in text and AWS_SECRET not in text

@@ -1,4 +1,4 @@
-"""Tests for bot.report and bot.markdown: status payloads, the MR note, and that hostile text stays inert."""
+"""Tests for bot.core.report and bot.core.markdown: status payloads, the MR note, and that hostile text stays inert."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import report
-from bot.markdown import md_code, md_fence, md_text, safe_link, safe_url, table_cell
-from bot.models import Finding, GateState, ImageReport, Reason, Severity, Verdict
-from bot.report import (
+from bot.core import report
+from bot.core.gate import Gate, GateState
+from bot.core.markdown import md_code, md_fence, md_text, safe_link, safe_url, table_cell
+from bot.core.models import Finding, Image, Reason, Severity, Verdict
+from bot.core.report import (
     DESCRIPTION_LIMIT,
     MARKER,
     NOTE_LIMIT,
@@ -40,12 +41,31 @@ def verdict(reason: Reason = Reason.PASSED, **kw: object) -> Verdict:
     return Verdict(reason=reason, **kw)  # type: ignore[arg-type]
 
 
-def image(repo: str = "app/api", v: Verdict | None = None, state: GateState = GateState.DONE, **kw: str) -> ImageReport:
-    kw = {"tag": "0123abcd", "status_name": f"ecr-scan-gate/{repo}", **kw}
-    return ImageReport(repository=repo, state=state, verdict=v, **kw)  # type: ignore[arg-type]
+def image(
+    repo: str = "app/api",
+    v: Verdict | None = None,
+    state: GateState = GateState.DONE,
+    *,
+    tag: str = "0123abcd",
+    status_name: str | None = None,
+    registry: str = "",
+) -> Gate:
+    """A gate as the note renders it; `registry` is the registry id (shown in the registry host)."""
+    return Gate(
+        project_id=1,
+        project_path="group/app",
+        sha="0123abcdef456789",
+        ref="main",
+        pipeline_id=1,
+        image=Image(repository=repo, tag=tag, registry_id=registry),
+        push_job="docker-push",
+        status_name=f"ecr-scan-gate/{repo}" if status_name is None else status_name,
+        state=state,
+        verdict=v,
+    )
 
 
-def note(*images: ImageReport, max_listed: int = 20) -> str:
+def note(*images: Gate, max_listed: int = 20) -> str:
     return render_note(images, project_path="group/app", sha="0123abcdef456789", max_listed=max_listed)
 
 
@@ -61,7 +81,7 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`).*?(?<!`)\1(?!`)")
 _LINK = re.compile(r"\]\(([^)]*)\)")
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
-# Kept apart from bot.markdown's allowlist so that a bug there cannot blind the checker.
+# Kept apart from bot.core.markdown's allowlist so that a bug there cannot blind the checker.
 _LINK_TARGET = re.compile(
     r"https?://(nvd\.nist\.gov|cve\.mitre\.org|security-tracker\.debian\.org|github\.com/advisories|"
     r"access\.redhat\.com|people\.ubuntu\.com/~ubuntu-security)/[\w\-.~/?#=&%+,;:]*",
@@ -75,7 +95,7 @@ def outside_code(body: str) -> str:
     for line in body.split("\n"):
         m = _FENCE.match(line)
         if fence:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line[m.end():].strip():
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line[m.end() :].strip():
                 fence = ""
             continue
         if m:
@@ -172,16 +192,19 @@ def test_header_title_sha_and_footer() -> None:
     assert note_has_marker(body) and body.endswith("\n")
 
 
-@pytest.mark.parametrize(("images", "title"), [
-    ([image("a", verdict()), image("b", verdict())], "all 2 images passed"),
-    ([image("a", verdict())], "the image passed"),
-    ([image("a", verdict()), image("b", state=GateState.WAITING)], "waiting for 1 of 2 images"),
-    ([image("a", blocked()), image("b", state=GateState.POLLING)], "1 of 2 images failed, 1 still pending"),
-    ([image("a", verdict(Reason.CANCELED)), image("b", verdict())], "1 of 2 images canceled"),
-    ([image("a", None)], "1 of 1 image failed"),  # DONE without a verdict fails closed
-    ([], "no images to check"),
-])
-def test_title(images: list[ImageReport], title: str) -> None:
+@pytest.mark.parametrize(
+    ("images", "title"),
+    [
+        ([image("a", verdict()), image("b", verdict())], "all 2 images passed"),
+        ([image("a", verdict())], "the image passed"),
+        ([image("a", verdict()), image("b", state=GateState.WAITING)], "waiting for 1 of 2 images"),
+        ([image("a", blocked()), image("b", state=GateState.POLLING)], "1 of 2 images failed, 1 still pending"),
+        ([image("a", verdict(Reason.CANCELED)), image("b", verdict())], "1 of 2 images canceled"),
+        ([image("a", None)], "1 of 1 image failed"),  # DONE without a verdict fails closed
+        ([], "no images to check"),
+    ],
+)
+def test_title(images: list[Gate], title: str) -> None:
     assert note(*images).split("\n")[1] == f"### ECR scan gate: {title}"
 
 
@@ -242,26 +265,29 @@ def test_advisory_links() -> None:
     assert "| `ALAS-2024-1` |" in body and "| `CVE-2024-1x` |" in body and "evil" not in body
 
 
-@pytest.mark.parametrize(("url", "ok"), [
-    ("https://nvd.nist.gov/vuln/detail/CVE-2024-1", True),
-    ("http://people.ubuntu.com/~ubuntu-security/cve/CVE-2024-1", True),
-    ("https://access.redhat.com/errata/RHSA-2024:1234", True),
-    ("https://github.com/advisories/GHSA-x", True),
-    ("https://github.com/evil/repo", False),
-    ("https://nvd.nist.gov.evil.com/x", False),
-    ("https://nvd.nist.gov@evil.com/x", False),
-    ("https://nvd.nist.gov:8443/x", False),
-    ("https://github.com/advisories/../evil", False),
-    ("https://nvd.nist.gov/x)(y", False),
-    ("https://nvd.nist.gov/x\"onmouseover", False),
-    ("https://nvd.nist.gov/a b", False),
-    ("https://nvd.nist.gov/a|b", False),
-    ("javascript:alert(1)", False),
-    ("data:text/html,<script>alert(1)</script>", False),
-    ("ftp://nvd.nist.gov/x", False),
-    ("//nvd.nist.gov/x", False),
-    ("https://nvd.nist.gov/" + "a" * 400, False),
-])
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://nvd.nist.gov/vuln/detail/CVE-2024-1", True),
+        ("http://people.ubuntu.com/~ubuntu-security/cve/CVE-2024-1", True),
+        ("https://access.redhat.com/errata/RHSA-2024:1234", True),
+        ("https://github.com/advisories/GHSA-x", True),
+        ("https://github.com/evil/repo", False),
+        ("https://nvd.nist.gov.evil.com/x", False),
+        ("https://nvd.nist.gov@evil.com/x", False),
+        ("https://nvd.nist.gov:8443/x", False),
+        ("https://github.com/advisories/../evil", False),
+        ("https://nvd.nist.gov/x)(y", False),
+        ('https://nvd.nist.gov/x"onmouseover', False),
+        ("https://nvd.nist.gov/a b", False),
+        ("https://nvd.nist.gov/a|b", False),
+        ("javascript:alert(1)", False),
+        ("data:text/html,<script>alert(1)</script>", False),
+        ("ftp://nvd.nist.gov/x", False),
+        ("//nvd.nist.gov/x", False),
+        ("https://nvd.nist.gov/" + "a" * 400, False),
+    ],
+)
 def test_safe_url(url: str, ok: bool) -> None:
     assert (safe_url(url) == url) is ok
 
@@ -277,12 +303,15 @@ def test_escaping_helpers() -> None:
     assert md_fence("ok\n /merge\n> /close\n```") == "```text\nok\n\u200b /merge\n\u200b> /close\nˋˋˋ\n```"
 
 
-@pytest.mark.parametrize(("label", "url", "expected"), [
-    ("CVE-1", "https://osv.dev/CVE-1", "[`CVE-1`](https://osv.dev/CVE-1)"),
-    ("CVE-1", "https://evil.example/", "`CVE-1`"),
-    ("a b", "https://osv.dev/x", "`a b`"),  # only id-like labels become link text
-    ("x](javascript:y)", "https://osv.dev/x", "`x](javascript:y)`"),
-])
+@pytest.mark.parametrize(
+    ("label", "url", "expected"),
+    [
+        ("CVE-1", "https://osv.dev/CVE-1", "[`CVE-1`](https://osv.dev/CVE-1)"),
+        ("CVE-1", "https://evil.example/", "`CVE-1`"),
+        ("a b", "https://osv.dev/x", "`a b`"),  # only id-like labels become link text
+        ("x](javascript:y)", "https://osv.dev/x", "`x](javascript:y)`"),
+    ],
+)
 def test_safe_link(label: str, url: str, expected: str) -> None:
     assert safe_link(label, url) == expected
 
@@ -314,18 +343,65 @@ def test_body_cap_drops_sections_last(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- hostile scanner text ------------------------------------------------------------------------
 
 HOSTILE = [
-    "@all", "@group/sub", "/merge", "\n/approve", "/close", "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>", MARKER, "[x](javascript:alert(1))", "javascript:alert(1)",
-    "data:text/html,<script>alert(1)</script>", "a|b|c", "```\n/merge\n```", "``", "\r\n", "\u202e",
-    "x" * 100_000, "&lt;script&gt;", "\\|", "a\\", "> /merge", "  /unassign @all", "\u2028/merge",
-    "\x0b/merge", "\x85/merge", "~~~\n/merge", "\t/close", "\u3000/merge", "https://evil.example/x",
-    "http://nvd.nist.gov@evil.com/", "https://notgithub.com/advisories/x",
-    "www.evil.com", "#1 !2 ~bug %v1 &3", "<!--", "-->", "`@all`",
-    "\u200d@all", "@\u200dall", "`\n/merge", "a\n\n---\n#### PASSED", "| x | y |\n|---|---|",
+    "@all",
+    "@group/sub",
+    "/merge",
+    "\n/approve",
+    "/close",
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    MARKER,
+    "[x](javascript:alert(1))",
+    "javascript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "a|b|c",
+    "```\n/merge\n```",
+    "``",
+    "\r\n",
+    "\u202e",
+    "x" * 100_000,
+    "&lt;script&gt;",
+    "\\|",
+    "a\\",
+    "> /merge",
+    "  /unassign @all",
+    "\u2028/merge",
+    "\x0b/merge",
+    "\x85/merge",
+    "~~~\n/merge",
+    "\t/close",
+    "\u3000/merge",
+    "https://evil.example/x",
+    "http://nvd.nist.gov@evil.com/",
+    "https://notgithub.com/advisories/x",
+    "www.evil.com",
+    "#1 !2 ~bug %v1 &3",
+    "<!--",
+    "-->",
+    "`@all`",
+    "\u200d@all",
+    "@\u200dall",
+    "`\n/merge",
+    "a\n\n---\n#### PASSED",
+    "| x | y |\n|---|---|",
 ]
 FIELDS = [
-    "id", "package", "installed_version", "fixed_version", "url", "description", "detail", "summary",
-    "remediation", "digest", "repository", "tag", "registry", "status_name", "project_path", "sha",
+    "id",
+    "package",
+    "installed_version",
+    "fixed_version",
+    "url",
+    "description",
+    "detail",
+    "summary",
+    "remediation",
+    "digest",
+    "repository",
+    "tag",
+    "registry",
+    "status_name",
+    "project_path",
+    "sha",
 ]
 _FINDING_FIELDS = {"id", "package", "installed_version", "fixed_version", "url", "description"}
 _VERDICT_FIELDS = {"detail", "summary", "remediation", "digest"}

@@ -1,16 +1,17 @@
-"""Pure core: ECR answers and errors → ScanResult → Verdict, for every reason of DESIGN §3."""
+"""Pure core: ECR answers and errors → ScanResult → Verdict, for every verdict reason (README: "Verdicts")."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.errors import TransientError
-from bot.models import Phase, Reason, Severity
-from bot.policy import Policy, Target, decide, failed_verdict
-from bot.scan import classify_error, classify_response, merge_pages, within_grace
+from bot.core.errors import TransientError
+from bot.core.models import Image, Phase, Reason, Severity
+from bot.core.policy import Policy, decide, failed_verdict
+from bot.core.poll import within_grace
+from bot.core.scan import classify_error, classify_response, merge_pages
 
 DIGEST = "sha256:" + "ab" * 32
-TARGET = Target(repository="app", tag="a1b2c3d4", region="us-east-1", registry_id="123456789012")
+TARGET = Image(repository="app", tag="a1b2c3d4", region="us-east-1", registry_id="123456789012")
 POLICY = Policy()
 
 
@@ -55,10 +56,13 @@ def verdict_for(body: dict, policy: Policy = POLICY):
 
 
 def test_runbook_example_is_blocked_on_high_and_absent_keys_are_zero():
-    body = answer("COMPLETE", {
-        "findings": [basic("CVE-2023-44487", "HIGH", "nghttp2")],
-        "findingSeverityCounts": {"HIGH": 1, "INFORMATIONAL": 4, "LOW": 2, "MEDIUM": 3},
-    })
+    body = answer(
+        "COMPLETE",
+        {
+            "findings": [basic("CVE-2023-44487", "HIGH", "nghttp2")],
+            "findingSeverityCounts": {"HIGH": 1, "INFORMATIONAL": 4, "LOW": 2, "MEDIUM": 3},
+        },
+    )
     verdict = verdict_for(body)
     assert verdict.reason is Reason.BLOCKED
     assert verdict.blocking_total == 1
@@ -88,10 +92,13 @@ def test_counted_but_unlisted_blocking_findings_still_block():
 
 
 def test_ignored_cve_does_not_block_but_others_do():
-    body = answer("COMPLETE", {
-        "findings": [basic("CVE-2024-0001", "CRITICAL"), basic("CVE-2024-0002", "HIGH")],
-        "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1},
-    })
+    body = answer(
+        "COMPLETE",
+        {
+            "findings": [basic("CVE-2024-0001", "CRITICAL"), basic("CVE-2024-0002", "HIGH")],
+            "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1},
+        },
+    )
     only_ignored = verdict_for(body, Policy(ignore=frozenset({"CVE-2024-0001", "CVE-2024-0002"})))
     assert only_ignored.reason is Reason.PASSED
     one = verdict_for(body, Policy(ignore=frozenset({"CVE-2024-0001"})))
@@ -99,23 +106,32 @@ def test_ignored_cve_does_not_block_but_others_do():
 
 
 def test_blocking_sorted_most_severe_first():
-    body = answer("COMPLETE", {
-        "findings": [basic("CVE-2024-0003", "HIGH"), basic("CVE-2024-0009", "CRITICAL"),
-                     basic("CVE-2024-0001", "HIGH")],
-        "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 2},
-    })
+    body = answer(
+        "COMPLETE",
+        {
+            "findings": [
+                basic("CVE-2024-0003", "HIGH"),
+                basic("CVE-2024-0009", "CRITICAL"),
+                basic("CVE-2024-0001", "HIGH"),
+            ],
+            "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 2},
+        },
+    )
     assert [f.id for f in verdict_for(body).blocking] == ["CVE-2024-0009", "CVE-2024-0001", "CVE-2024-0003"]
 
 
 def test_enhanced_suppressed_and_closed_do_not_block_untriaged_only_when_listed():
-    body = answer("COMPLETE", {
-        "enhancedFindings": [
-            enhanced("CVE-2024-1000", "CRITICAL", "SUPPRESSED"),
-            enhanced("CVE-2024-1001", "HIGH", "CLOSED"),
-            enhanced("CVE-2024-1002", "UNTRIAGED"),
-        ],
-        "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1, "UNTRIAGED": 1},
-    })
+    body = answer(
+        "COMPLETE",
+        {
+            "enhancedFindings": [
+                enhanced("CVE-2024-1000", "CRITICAL", "SUPPRESSED"),
+                enhanced("CVE-2024-1001", "HIGH", "CLOSED"),
+                enhanced("CVE-2024-1002", "UNTRIAGED"),
+            ],
+            "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1, "UNTRIAGED": 1},
+        },
+    )
     default = verdict_for(body)
     assert default.reason is Reason.PASSED and default.enhanced
     strict = verdict_for(body, Policy(fail_on=(Severity.CRITICAL, Severity.UNTRIAGED)))
@@ -129,16 +145,19 @@ def test_enhanced_active_or_pending_without_findings_is_in_progress(status):
     assert with_findings.phase is Phase.COMPLETE
 
 
-@pytest.mark.parametrize(("status", "reason"), [
-    ("FAILED", Reason.SCAN_FAILED),
-    ("UNSUPPORTED_IMAGE", Reason.UNSUPPORTED_IMAGE),
-    ("FINDINGS_UNAVAILABLE", Reason.FINDINGS_UNAVAILABLE),
-    ("SCAN_ELIGIBILITY_EXPIRED", Reason.FINDINGS_UNAVAILABLE),
-    ("LIMIT_EXCEEDED", Reason.FINDINGS_UNAVAILABLE),
-    ("IMAGE_ARCHIVED", Reason.FINDINGS_UNAVAILABLE),
-    ("SOMETHING_NEW", Reason.ERROR),
-    ("", Reason.ERROR),
-])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("FAILED", Reason.SCAN_FAILED),
+        ("UNSUPPORTED_IMAGE", Reason.UNSUPPORTED_IMAGE),
+        ("FINDINGS_UNAVAILABLE", Reason.FINDINGS_UNAVAILABLE),
+        ("SCAN_ELIGIBILITY_EXPIRED", Reason.FINDINGS_UNAVAILABLE),
+        ("LIMIT_EXCEEDED", Reason.FINDINGS_UNAVAILABLE),
+        ("IMAGE_ARCHIVED", Reason.FINDINGS_UNAVAILABLE),
+        ("SOMETHING_NEW", Reason.ERROR),
+        ("", Reason.ERROR),
+    ],
+)
 def test_final_statuses(status, reason):
     verdict = verdict_for(answer(status, description="ECR says why"))
     assert verdict.reason is reason
@@ -152,16 +171,19 @@ def test_in_progress_is_not_final_and_deciding_it_fails_closed():
     assert decide(result, POLICY, TARGET).reason is Reason.ERROR
 
 
-@pytest.mark.parametrize(("code", "http", "reason"), [
-    ("ScanNotFoundException", 400, Reason.SCAN_NOT_FOUND),
-    ("ImageNotFoundException", 400, Reason.IMAGE_NOT_FOUND),
-    ("RepositoryNotFoundException", 400, Reason.REPOSITORY_NOT_FOUND),
-    ("AccessDeniedException", 400, Reason.ACCESS_DENIED),
-    ("403", 403, Reason.ACCESS_DENIED),
-    ("ValidationException", 400, Reason.ERROR),
-    ("InvalidParameterException", 400, Reason.ERROR),
-    ("SomethingElse", 400, Reason.ERROR),
-])
+@pytest.mark.parametrize(
+    ("code", "http", "reason"),
+    [
+        ("ScanNotFoundException", 400, Reason.SCAN_NOT_FOUND),
+        ("ImageNotFoundException", 400, Reason.IMAGE_NOT_FOUND),
+        ("RepositoryNotFoundException", 400, Reason.REPOSITORY_NOT_FOUND),
+        ("AccessDeniedException", 400, Reason.ACCESS_DENIED),
+        ("403", 403, Reason.ACCESS_DENIED),
+        ("ValidationException", 400, Reason.ERROR),
+        ("InvalidParameterException", 400, Reason.ERROR),
+        ("SomethingElse", 400, Reason.ERROR),
+    ],
+)
 def test_error_codes(code, http, reason):
     result = classify_error(code, "message", http, "ecr:DescribeImageScanFindings")
     assert result.reason is reason
@@ -177,8 +199,10 @@ def test_transient_errors_raise(code):
 
 
 def test_access_denied_names_the_missing_action():
-    msg = ("User: arn:aws:sts::123456789012:assumed-role/ci/x is not authorized to perform: "
-           "ecr:DescribeImages on resource: arn:aws:ecr:us-east-1:123456789012:repository/app")
+    msg = (
+        "User: arn:aws:sts::123456789012:assumed-role/ci/x is not authorized to perform: "
+        "ecr:DescribeImages on resource: arn:aws:ecr:us-east-1:123456789012:repository/app"
+    )
     verdict = decide(classify_error("AccessDeniedException", msg, 400, "ecr:DescribeImageScanFindings"), POLICY, TARGET)
     assert "ecr:DescribeImages" in verdict.remediation
     bare = decide(classify_error("403", "", 403, "ecr:DescribeImageScanFindings"), POLICY, TARGET)

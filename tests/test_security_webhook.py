@@ -16,18 +16,21 @@ import hypothesis
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from werkzeug.http import parse_options_header
 
-import bot.auth
-from bot.app import create_app
-from bot.auth import AuthResult, signature_ok, token_ok
-from bot.config import Settings, load_settings
-from bot.errors import ConfigError
-from bot.events import EventKind, InvalidEvent, JobEvent, event_from_dict, event_to_dict, parse_event
-from bot.gitlab_api import GitLabApi
-from bot.jsonlimits import max_depth
-from bot.routing import gates_for_job, gates_for_pipeline, image_ref
-from bot.state import Store
+import bot.web.auth
+from bot.adapters.gitlab import GitLabApi
+from bot.adapters.store import Store
+from bot.config import load_settings
+from bot.core.errors import ConfigError
+from bot.core.events import EventKind, InvalidEvent, JobEvent, event_from_dict, event_to_dict, parse_event
+from bot.core.routing import gates_for_job, gates_for_pipeline
+from bot.core.settings import Settings
+from bot.web.app import create_app
+from bot.web.auth import AuthResult, signature_ok, token_ok
+from bot.web.limits import max_depth
+from tests import configs
 from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
 from tests.harness import ROOT
 from tests.test_webhook import Recorder
@@ -42,36 +45,22 @@ EVIL = "http://evil.example"
 MAX_BODY = 64 * 1024  # small, so bodies around the cap are cheap to generate
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
-CONFIG = """
-[gitlab]
-url = "{gitlab_url}"
-
-[redis]
-url = "{redis_url}"
-
-[webhook]
-max_body_bytes = {max_body}
-max_json_depth = 32
-
-[[projects]]
-path = "sec/*"
-
-  [[projects.images]]
-  repository = "app"
-  tag = "{{short_sha}}"
-  push_job = "docker-push"
-  region = "eu-west-1"
-  registry_id = "111122223333"
-  role_arn = "arn:aws:iam::111122223333:role/ecr-scan-gate"
-
-[[projects]]
-id = 4242
-
-  [[projects.images]]
-  repository = "by-id"
-  tag = "{{ref_slug}}-{{short_sha}}"
-  push_job = "build-image"
-"""
+PROJECTS = [
+    {
+        "path": "sec/*",
+        "images": [
+            {
+                "repository": "app",
+                "tag": "{short_sha}",
+                "push_job": "docker-push",
+                "region": "eu-west-1",
+                "registry_id": "111122223333",
+                "role_arn": "arn:aws:iam::111122223333:role/ecr-scan-gate",
+            }
+        ],
+    },
+    {"id": 4242, "images": [{"repository": "by-id", "tag": "{ref_slug}-{short_sha}", "push_job": "build-image"}]},
+]
 
 FUZZ = settings(
     max_examples=250,
@@ -86,7 +75,14 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Path:
     path = tmp_path_factory.mktemp("security") / "config.toml"
-    path.write_text(CONFIG.format(gitlab_url=GITLAB_URL, redis_url=redis_url, max_body=MAX_BODY))
+    configs.write_config(
+        path,
+        defaults=False,
+        gitlab={"url": GITLAB_URL},
+        redis={"url": redis_url},
+        webhook={"max_body_bytes": MAX_BODY, "max_json_depth": 32},
+        projects=PROJECTS,
+    )
     return path
 
 
@@ -102,7 +98,7 @@ def sec_settings(config_path: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def signed_settings(sec_settings: Settings) -> Settings:
-    return sec_settings.model_copy(update={"signing_key": SIGNING_KEY})
+    return sec_settings.model_copy(update={"signing_key": SecretStr(SIGNING_KEY)})
 
 
 class Web:
@@ -153,13 +149,25 @@ def sign(body: bytes, msg_id: str, stamp: str, key: bytes = SIGNING_KEY_BYTES) -
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signed_headers(body: bytes, *, msg_id: str | None = None, stamp: int | None = None, token: str | None = None,
-                   signature: str | None = None, event: str = "Pipeline Hook") -> dict[str, str]:
+def signed_headers(
+    body: bytes,
+    *,
+    msg_id: str | None = None,
+    stamp: int | None = None,
+    token: str | None = None,
+    signature: str | None = None,
+    event: str = "Pipeline Hook",
+) -> dict[str, str]:
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     stamp_s = str(int(time.time()) if stamp is None else stamp)
     headers = headers_for(event, token)
-    headers.update({"webhook-id": msg_id, "webhook-timestamp": stamp_s,
-                    "webhook-signature": signature or sign(body, msg_id, stamp_s)})
+    headers.update(
+        {
+            "webhook-id": msg_id,
+            "webhook-timestamp": stamp_s,
+            "webhook-signature": signature or sign(body, msg_id, stamp_s),
+        }
+    )
     return headers
 
 
@@ -192,7 +200,7 @@ def test_tampered_signed_delivery_is_401(signed_web: Web, tamper: str) -> None:
     assert_unauthorized(signed_web.post(body, headers), signed_web)
 
 
-@pytest.mark.parametrize("offset", [-301, 301, -10**6, 10**6])
+@pytest.mark.parametrize("offset", [-301, 301, -(10**6), 10**6])
 def test_timestamp_outside_tolerance_is_401_even_with_a_valid_signature(signed_web: Web, offset: int) -> None:
     body = dumps(pipeline())
     headers = signed_headers(body, stamp=int(time.time()) + offset)
@@ -277,7 +285,7 @@ def test_garbage_timestamps_are_401_not_500(signed_web: Web, stamp: str) -> None
 
 
 def test_current_and_previous_secret_accepted_a_third_rejected(web: Web) -> None:
-    assert web.settings.webhook_secrets == (SECRET, PREVIOUS)
+    assert [s.get_secret_value() for s in web.settings.webhook_secrets] == [SECRET, PREVIOUS]
     for token in (SECRET, PREVIOUS):
         assert web.post(dumps(pipeline()), headers_for(token=token)).status_code == 202
     for token in ("whk-older-ffffffffffffffffffff", SECRET + PREVIOUS, SECRET[:-1], PREVIOUS + " "):
@@ -286,7 +294,7 @@ def test_current_and_previous_secret_accepted_a_third_rejected(web: Web) -> None
 
 def test_after_rotation_the_previous_secret_is_refused(config_path: Path, redis_url: str) -> None:
     rotated = Web(load_settings(config_path, env=env()), redis_url)
-    assert rotated.settings.webhook_secrets == (SECRET,)
+    assert [s.get_secret_value() for s in rotated.settings.webhook_secrets] == [SECRET]
     assert rotated.post(dumps(pipeline()), headers_for(token=SECRET)).status_code == 202
     assert_unauthorized(rotated.post(dumps(pipeline()), headers_for(token=PREVIOUS)), rotated)
 
@@ -305,19 +313,18 @@ class CompareSpy:
 
 def test_every_secret_is_compared_with_compare_digest_without_short_circuit(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = CompareSpy()
-    monkeypatch.setattr(bot.auth.hmac, "compare_digest", spy)
-    assert token_ok(SECRET, (SECRET, PREVIOUS))
+    monkeypatch.setattr(bot.web.auth.hmac, "compare_digest", spy)
+    assert token_ok(SECRET, (SecretStr(SECRET), SecretStr(PREVIOUS)))
     assert len(spy.calls) == 2  # a match on the first secret still compares the second
     spy.calls.clear()
-    assert not token_ok("nope", (SECRET, PREVIOUS))
+    assert not token_ok("nope", (SecretStr(SECRET), SecretStr(PREVIOUS)))
     assert [b for _, b in spy.calls] == [SECRET.encode(), PREVIOUS.encode()]
 
 
 @pytest.mark.parametrize("answer", [True, False])
-def test_compare_digest_alone_decides(web: Web, signed_web: Web, monkeypatch: pytest.MonkeyPatch,
-                                      answer: bool) -> None:
+def test_compare_digest_alone_decides(web: Web, signed_web: Web, monkeypatch: pytest.MonkeyPatch, answer: bool) -> None:
     # If anything but compare_digest (==, startswith, ...) decided, forcing its answer would not flip the result.
-    monkeypatch.setattr(bot.auth.hmac, "compare_digest", CompareSpy(answer))
+    monkeypatch.setattr(bot.web.auth.hmac, "compare_digest", CompareSpy(answer))
     token = "anything" if answer else SECRET
     response = web.post(dumps(pipeline()), headers_for(token=token))
     assert response.status_code == (202 if answer else 401)
@@ -330,18 +337,19 @@ def test_non_ascii_secret_matches_the_bytes_gitlab_sends(sec_settings: Settings)
     # WSGI servers decode header bytes as latin-1; GitLab sends the secret as UTF-8.
     secret = "s\u00e9cret-\u2603-token"
     on_the_wire = secret.encode("utf-8").decode("latin-1")
-    assert token_ok(on_the_wire, (secret,))
-    assert not token_ok(secret, (secret + "x",))
+    assert token_ok(on_the_wire, (SecretStr(secret),))
+    assert not token_ok(secret, (SecretStr(secret + "x"),))
     for hostile in ("\ud800", "\udcff", "\x00", "\u202e" + secret):
-        assert not token_ok(hostile, (secret,))
+        assert not token_ok(hostile, (SecretStr(secret),))
 
 
 # --- refusing to start ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("value", "previous"), [(None, None), ("", None), (None, PREVIOUS), ("", PREVIOUS)])
-def test_load_settings_refuses_without_webhook_secret(config_path: Path, value: str | None,
-                                                      previous: str | None) -> None:
+def test_load_settings_refuses_without_webhook_secret(
+    config_path: Path, value: str | None, previous: str | None
+) -> None:
     environment = {"GITLAB_TOKEN": GITLAB_TOKEN}
     if value is not None:
         environment["GITLAB_WEBHOOK_SECRET"] = value
@@ -352,8 +360,9 @@ def test_load_settings_refuses_without_webhook_secret(config_path: Path, value: 
     assert any("GITLAB_WEBHOOK_SECRET" in p for p in caught.value.problems)
 
 
-def test_create_app_refuses_without_webhook_secret(config_path: Path, sec_settings: Settings,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_app_refuses_without_webhook_secret(
+    config_path: Path, sec_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(RuntimeError, match="GITLAB_WEBHOOK_SECRET"):
         create_app(sec_settings.model_copy(update={"webhook_secrets": ()}))
     unchecked = load_settings(config_path, env={"GITLAB_TOKEN": GITLAB_TOKEN}, require_secrets=False)
@@ -372,8 +381,12 @@ def test_create_app_refuses_without_webhook_secret(config_path: Path, sec_settin
 
 def test_pathological_json_is_answered_in_linear_time(sec_settings: Settings, redis_url: str) -> None:
     # An unterminated string of escaped quotes made the depth pre-scan quadratic (64 KB: 17 s).
-    big = Web(sec_settings.model_copy(update={"webhook": sec_settings.webhook.model_copy(
-        update={"max_body_bytes": 5 * 1024 * 1024})}), redis_url)
+    big = Web(
+        sec_settings.model_copy(
+            update={"webhook": sec_settings.webhook.model_copy(update={"max_body_bytes": 5 * 1024 * 1024})}
+        ),
+        redis_url,
+    )
     n = 5 * 1024 * 1024 // 2 - 8
     for body in (b'"' + b'\\"' * n, b"[" * (2 * n), b"[" + b"[]," * (n // 2) + b"[]]", b'{"a":"' + b"x" * (2 * n)):
         started = time.perf_counter()
@@ -399,7 +412,8 @@ def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(alphabet='[]{}"\\abc,: \u00e9'),
-    _containers, max_leaves=30,
+    _containers,
+    max_leaves=30,
 )
 
 
@@ -437,36 +451,80 @@ def test_lone_surrogates_in_forwarded_text_are_400_not_queued(web: Web, where: s
 # --- fuzzing -------------------------------------------------------------------------------------------------
 
 HOSTILE_TEXT = [
-    "\ud800", "\udfff", "a\x00b", "\u202e\u2066evil\u2069", "\u200b", "\ufeff", "\U0001f4a5", "%s%n%x", "{{7*7}}",
-    "../../etc/passwd", EVIL, "'; DROP TABLE gates; --", "\r\nX-Injected: 1", "@all /merge", "<!-- ecr-scan-gate -->",
+    "\ud800",
+    "\udfff",
+    "a\x00b",
+    "\u202e\u2066evil\u2069",
+    "\u200b",
+    "\ufeff",
+    "\U0001f4a5",
+    "%s%n%x",
+    "{{7*7}}",
+    "../../etc/passwd",
+    EVIL,
+    "'; DROP TABLE gates; --",
+    "\r\nX-Injected: 1",
+    "@all /merge",
+    "<!-- ecr-scan-gate -->",
 ]
 text = st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE_TEXT), st.text(min_size=300, max_size=3000))
 header_chars = st.characters(blacklist_characters="\r\n")  # the test client refuses these, as HTTP does
 header_text = st.text(header_chars, max_size=60)
 valid_tokens = st.sampled_from([SECRET, PREVIOUS])
 tokens = st.one_of(  # half valid, so fuzzing reaches the parser as often as the gate
-    valid_tokens, st.none(),
+    valid_tokens,
+    st.none(),
     st.sampled_from(["", SECRET + "x", SECRET[:-1], SECRET.upper(), " " + SECRET, SECRET + "\x00", SECRET + "\u00e9"]),
-    header_text, valid_tokens, valid_tokens,
+    header_text,
+    valid_tokens,
+    valid_tokens,
 )
 event_names = st.one_of(
-    st.none(), st.sampled_from([k.value for k in EventKind] + ["Merge Request Hook", "Note Hook", "pipeline hook",
-                                                               "Pipeline Hook ", "Job Hook\x00"]),
+    st.none(),
+    st.sampled_from(
+        [k.value for k in EventKind]
+        + ["Merge Request Hook", "Note Hook", "pipeline hook", "Pipeline Hook ", "Job Hook\x00"]
+    ),
     header_text,
 )
 content_types = st.one_of(
     st.none(),
-    st.sampled_from(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain",
-                     "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json5",
-                     "application/json, text/plain", '"application/json"']),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "APPLICATION/JSON",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/json5",
+            "application/json, text/plain",
+            '"application/json"',
+        ]
+    ),
     header_text,
 )
-idempotency_keys = st.one_of(st.none(), header_text, st.text(header_chars, min_size=180, max_size=2000),
-                             st.sampled_from(["\x00\x01\x7f", "\u202e" * 3, "k" * 201]))
+idempotency_keys = st.one_of(
+    st.none(),
+    header_text,
+    st.text(header_chars, min_size=180, max_size=2000),
+    st.sampled_from(["\x00\x01\x7f", "\u202e" * 3, "k" * 201]),
+)
 extra_headers = st.dictionaries(
-    st.sampled_from(["X-Gitlab-Instance", "X-Gitlab-Event-UUID", "webhook-id", "webhook-timestamp",
-                     "webhook-signature", "X-Forwarded-For", "X-Gitlab-Webhook-UUID", "Authorization"]),
-    header_text, max_size=3,
+    st.sampled_from(
+        [
+            "X-Gitlab-Instance",
+            "X-Gitlab-Event-UUID",
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "X-Forwarded-For",
+            "X-Gitlab-Webhook-UUID",
+            "Authorization",
+        ]
+    ),
+    header_text,
+    max_size=3,
 )
 
 
@@ -539,14 +597,24 @@ def event_payloads(draw: Any) -> tuple[str, dict[str, Any]]:
     project_path = draw(st.sampled_from(["sec/app", "sec/deep/nested", "sec/\u202e", "other/app", "sec", "SEC/app"]))
     if draw(st.booleans()):
         status = draw(st.sampled_from(["running", "success", "failed", "created"]))
-        body = pipeline_payload(project_id=project_id, project_path=project_path, sha=SHA, status=status,
-                                pipeline_id=draw(st.integers(1, 10**9)), ref=draw(st.sampled_from(["main", "f/x"])))
+        body = pipeline_payload(
+            project_id=project_id,
+            project_path=project_path,
+            sha=SHA,
+            status=status,
+            pipeline_id=draw(st.integers(1, 10**9)),
+            ref=draw(st.sampled_from(["main", "f/x"])),
+        )
         kind = "Pipeline Hook"
     else:
-        body = job_payload(project_id=project_id, project_path=project_path, sha=SHA,
-                           job_name=draw(st.sampled_from(["docker-push", "build-image", "unit-tests"])),
-                           status=draw(st.sampled_from(["success", "success", "running", "failed"])),
-                           job_id=draw(st.integers(1, 10**9)))
+        body = job_payload(
+            project_id=project_id,
+            project_path=project_path,
+            sha=SHA,
+            job_name=draw(st.sampled_from(["docker-push", "build-image", "unit-tests"])),
+            status=draw(st.sampled_from(["success", "success", "running", "failed"])),
+            job_id=draw(st.integers(1, 10**9)),
+        )
         kind = "Job Hook"
     return kind, _mutate(body, pick)
 
@@ -573,7 +641,7 @@ def expected_event(settings_: Settings, headers: dict[str, str], body: bytes) ->
     if len(body) > settings_.webhook.max_body_bytes:
         return None
     token = headers.get("X-Gitlab-Token")
-    if token is None or token not in settings_.webhook_secrets:
+    if token is None or token not in [s.get_secret_value() for s in settings_.webhook_secrets]:
         return None
     if parse_options_header(headers.get("Content-Type", ""))[0].lower() != "application/json":
         return None
@@ -592,8 +660,9 @@ def expected_event(settings_: Settings, headers: dict[str, str], body: bytes) ->
     project = settings_.project_for(event.project_id, event.project_path)
     if project is None:
         return None
-    if isinstance(event, JobEvent) and (event.status != "success"
-                                        or event.job_name not in {i.push_job for i in project.images}):
+    if isinstance(event, JobEvent) and (
+        event.status != "success" or event.job_name not in {i.push_job for i in project.images}
+    ):
         return None
     data = event_to_dict(event)
     try:
@@ -613,7 +682,10 @@ def check_delivery(web_: Web, headers: dict[str, str], body: bytes) -> None:
     expected = expected_event(web_.settings, headers, body)
     if len(body) > web_.settings.webhook.max_body_bytes:
         assert status == 413
-    elif headers.get("X-Gitlab-Token") not in web_.settings.webhook_secrets and not web_.settings.signing_key:
+    elif (
+        headers.get("X-Gitlab-Token") not in [s.get_secret_value() for s in web_.settings.webhook_secrets]
+        and not web_.settings.signing_key.get_secret_value()
+    ):
         assert status == 401 and response.get_json() == {"error": "unauthorized"}
     if expected is None:
         assert web_.queue.sent == [], (status, response.get_json())
@@ -631,33 +703,48 @@ def check_delivery(web_: Web, headers: dict[str, str], body: bytes) -> None:
     json.dumps(payload, ensure_ascii=False).encode("utf-8")  # and it survives Celery's JSON and Redis
 
 
-def build_headers(token: str | None, event: str | None, content_type: str | None, key: str | None,
-                  extra: dict[str, str]) -> dict[str, str]:
+def build_headers(
+    token: str | None, event: str | None, content_type: str | None, key: str | None, extra: dict[str, str]
+) -> dict[str, str]:
     headers = dict(extra)
-    for name, value in (("X-Gitlab-Token", token), ("X-Gitlab-Event", event), ("Content-Type", content_type),
-                        ("Idempotency-Key", key)):
+    for name, value in (
+        ("X-Gitlab-Token", token),
+        ("X-Gitlab-Event", event),
+        ("Content-Type", content_type),
+        ("Idempotency-Key", key),
+    ):
         if value is not None:
             headers[name] = value
     return headers
 
 
 @FUZZ
-@given(body=bodies, token=tokens, event=event_names, content_type=content_types, key=idempotency_keys,
-       extra=extra_headers)
-def test_fuzz_random_deliveries_never_5xx_and_never_queue_junk(web: Web, body: bytes, token: str | None,
-                                                               event: str | None, content_type: str | None,
-                                                               key: str | None, extra: dict[str, str]) -> None:
+@given(
+    body=bodies, token=tokens, event=event_names, content_type=content_types, key=idempotency_keys, extra=extra_headers
+)
+def test_fuzz_random_deliveries_never_5xx_and_never_queue_junk(
+    web: Web,
+    body: bytes,
+    token: str | None,
+    event: str | None,
+    content_type: str | None,
+    key: str | None,
+    extra: dict[str, str],
+) -> None:
     check_delivery(web, build_headers(token, event, content_type, key, extra), body)
 
 
 @FUZZ
-@given(event=event_payloads(), token=valid_tokens,
-       content_type=st.sampled_from(["application/json", "application/json; charset=utf-8"]),
-       key=st.one_of(st.builds(lambda: str(uuid.uuid4())), idempotency_keys),
-       header=st.sampled_from(["right", "right", "right", "swapped", "missing"]))
-def test_fuzz_mutated_events_queue_only_valid_configured_events(web: Web, event: tuple[str, dict[str, Any]],
-                                                                token: str, content_type: str, key: str | None,
-                                                                header: str) -> None:
+@given(
+    event=event_payloads(),
+    token=valid_tokens,
+    content_type=st.sampled_from(["application/json", "application/json; charset=utf-8"]),
+    key=st.one_of(st.builds(lambda: str(uuid.uuid4())), idempotency_keys),
+    header=st.sampled_from(["right", "right", "right", "swapped", "missing"]),
+)
+def test_fuzz_mutated_events_queue_only_valid_configured_events(
+    web: Web, event: tuple[str, dict[str, Any]], token: str, content_type: str, key: str | None, header: str
+) -> None:
     kind, payload = event
     other = {"Pipeline Hook": "Job Hook", "Job Hook": "Pipeline Hook"}[kind]
     name = {"right": kind, "swapped": other, "missing": None}[header]
@@ -665,18 +752,26 @@ def test_fuzz_mutated_events_queue_only_valid_configured_events(web: Web, event:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(token=st.one_of(st.none(), st.just(SECRET), header_text),
-       msg_id=st.one_of(header_text, st.just("msg_1")),
-       stamp=st.one_of(header_text, st.integers(-(10**13), 10**13).map(str), st.just(str(int(time.time())))),
-       others=st.one_of(header_text, st.lists(header_text, max_size=20).map(" ".join)),
-       sign_it=st.booleans())
-def test_fuzz_signature_headers_never_5xx(signed_web: Web, token: str | None, msg_id: str, stamp: str,
-                                          others: str, sign_it: bool) -> None:
+@given(
+    token=st.one_of(st.none(), st.just(SECRET), header_text),
+    msg_id=st.one_of(header_text, st.just("msg_1")),
+    stamp=st.one_of(header_text, st.integers(-(10**13), 10**13).map(str), st.just(str(int(time.time())))),
+    others=st.one_of(header_text, st.lists(header_text, max_size=20).map(" ".join)),
+    sign_it=st.booleans(),
+)
+def test_fuzz_signature_headers_never_5xx(
+    signed_web: Web, token: str | None, msg_id: str, stamp: str, others: str, sign_it: bool
+) -> None:
     body = dumps(pipeline(pipeline_id=123456))
     signable = bool(msg_id) and msg_id.isascii() and stamp.isascii() and stamp.isdigit() and len(stamp) <= 12
     signature = f"{sign(body, msg_id, stamp)} {others}" if sign_it and signable else others
-    headers = build_headers(token, "Pipeline Hook", "application/json", str(uuid.uuid4()),
-                            {"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": signature})
+    headers = build_headers(
+        token,
+        "Pipeline Hook",
+        "application/json",
+        str(uuid.uuid4()),
+        {"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": signature},
+    )
     response = signed_web.post(body, headers)
     assert response.status_code in (202, 401), response.data[:200]
     fresh = signable and abs(time.time() - int(stamp)) <= signed_web.settings.webhook.signature_tolerance_s
@@ -690,14 +785,21 @@ def test_fuzz_signature_headers_never_5xx(signed_web: Web, token: str | None, ms
 
 def forged_pipeline() -> dict[str, Any]:
     body = pipeline(project_id=9100, project_path="sec/forged")
-    body["project"].update(web_url=f"{EVIL}/sec/forged", git_http_url=f"{EVIL}/x.git", avatar_url=f"{EVIL}/a.png",
-                           http_url=f"{EVIL}/x.git")
+    body["project"].update(
+        web_url=f"{EVIL}/sec/forged", git_http_url=f"{EVIL}/x.git", avatar_url=f"{EVIL}/a.png", http_url=f"{EVIL}/x.git"
+    )
     body["object_attributes"]["url"] = f"{EVIL}/-/pipelines/1"
     body["merge_request"]["url"] = f"{EVIL}/-/merge_requests/17"
     body["commit"]["url"] = f"{EVIL}/-/commit/{SHA}"
     # Fields a naive bot might read to find the image: none of them may matter.
-    body.update(registry_id="999999999999", region="cn-north-1", repository={"name": "evil/repo", "url": EVIL},
-                role_arn="arn:aws:iam::999999999999:role/attacker", gitlab_url=EVIL, api_url=f"{EVIL}/api/v4")
+    body.update(
+        registry_id="999999999999",
+        region="cn-north-1",
+        repository={"name": "evil/repo", "url": EVIL},
+        role_arn="arn:aws:iam::999999999999:role/attacker",
+        gitlab_url=EVIL,
+        api_url=f"{EVIL}/api/v4",
+    )
     body["object_attributes"].update(registry="999999999999.dkr.ecr.cn-north-1.amazonaws.com", image="evil/repo:x")
     for build in body["builds"]:
         build["runner"] = {"description": EVIL}
@@ -708,7 +810,7 @@ def test_forged_urls_reach_no_api_call_and_ecr_coordinates_come_from_config(web:
     headers = headers_for() | {"X-Gitlab-Instance": EVIL}
     response = web.post(dumps(forged_pipeline()), headers)
     assert response.status_code == 202
-    (_, payload), = web.queue.sent
+    ((_, payload),) = web.queue.sent
     # The only URL carried on is the display-only pipeline url; nothing ECR- or API-shaped survives.
     carrying = {key for key, value in payload.items() if EVIL in json.dumps(value)}
     assert carrying == {"url"}
@@ -718,37 +820,53 @@ def test_forged_urls_reach_no_api_call_and_ecr_coordinates_come_from_config(web:
     image = project.images[0]
     gates = gates_for_pipeline(web.settings, project, event)
     assert [g.repository for g in gates] == ["app"]
-    from workers.reporting import project_url, target_url
+    from bot.core.report import project_url, target_url
 
     for gate in gates:
-        ref = image_ref(gate)
+        ref = gate.image
         assert (ref.repository, ref.region, ref.registry_id, ref.role_arn) == (
-            image.repository, image.region, image.registry_id, image.role_arn)
+            image.repository,
+            image.region,
+            image.registry_id or "",
+            image.role_arn or "",
+        )
         assert ref.tag == SHA[:8]
-        assert target_url(web.settings, gate).startswith(GITLAB_URL + "/")
-        assert project_url(web.settings, gate).startswith(GITLAB_URL + "/")
+        assert target_url(web.settings.gitlab.url, gate).startswith(GITLAB_URL + "/")
+        assert project_url(web.settings.gitlab.url, gate.project_path).startswith(GITLAB_URL + "/")
 
 
 def test_forged_job_event_gates_come_from_config(web: Web) -> None:
-    body = job_payload(project_id=4242, project_path="anything/at-all", job_name="build-image", sha=SHA,
-                       ref="main")
+    body = job_payload(project_id=4242, project_path="anything/at-all", job_name="build-image", sha=SHA, ref="main")
     body["repository"].update(homepage=EVIL, git_http_url=f"{EVIL}/x.git")
     body["project"]["web_url"] = EVIL
     response = web.post(dumps(body), headers_for("Job Hook"))
     assert response.status_code == 202
-    (_, payload), = web.queue.sent
+    ((_, payload),) = web.queue.sent
     assert EVIL not in json.dumps(payload)
     event = event_from_dict(payload)
     project = web.settings.project_for(event.project_id, event.project_path)
     (gate,) = gates_for_job(web.settings, project, event)
-    assert (gate.repository, gate.region, gate.registry_id, gate.role_arn) == ("by-id", "us-east-1", "", "")
-    assert gate.tag == f"main-{SHA[:8]}"
+    assert (gate.repository, gate.image.region, gate.image.registry_id, gate.image.role_arn) == (
+        "by-id",
+        "us-east-1",
+        "",
+        "",
+    )
+    assert gate.image.tag == f"main-{SHA[:8]}"
 
 
-@pytest.mark.parametrize(("project_id", "path", "queued"), [
-    (9001, "sec/app", True), (9001, "sec/group/app", True), (4242, "elsewhere/x", True),
-    (9001, "other/app", False), (9001, "SEC/app", False), (9001, "sec", False), (4243, "secret/app", False),
-])
+@pytest.mark.parametrize(
+    ("project_id", "path", "queued"),
+    [
+        (9001, "sec/app", True),
+        (9001, "sec/group/app", True),
+        (4242, "elsewhere/x", True),
+        (9001, "other/app", False),
+        (9001, "SEC/app", False),
+        (9001, "sec", False),
+        (4243, "secret/app", False),
+    ],
+)
 def test_only_configured_projects_are_queued(web: Web, project_id: int, path: str, queued: bool) -> None:
     response = web.post(dumps(pipeline(project_id=project_id, project_path=path)), headers_for())
     assert (response.status_code == 202) is queued
@@ -789,10 +907,14 @@ def test_the_token_is_only_sent_to_the_configured_url(sec_settings: Settings) ->
         # GitLabApi takes GitLabSettings, so the URL comes with the validated config: `<settings>.gitlab`.
         assert isinstance(first, ast.Attribute) and first.attr == "gitlab", f"{path}:{call.lineno}"
     # Every client handed the token (python-gitlab's private_token=...) gets the configured URL.
-    token_calls = [(p, tree, node) for p, tree in sources.items() for node in ast.walk(tree)
-                   if isinstance(node, ast.Call) and any(k.arg == "private_token" for k in node.keywords)]
+    token_calls = [
+        (p, tree, node)
+        for p, tree in sources.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and any(k.arg == "private_token" for k in node.keywords)
+    ]
     assert token_calls
     for path, tree, call in token_calls:
         assert _url_source(tree, call) in ("settings.url", "settings.gitlab.url"), f"{path}:{call.lineno}"
-    api = GitLabApi(sec_settings.gitlab, GITLAB_TOKEN)
+    api = GitLabApi(sec_settings.gitlab, SecretStr(GITLAB_TOKEN))
     assert api._gl.url == GITLAB_URL and api._gl.api_url == f"{GITLAB_URL}/api/v4"

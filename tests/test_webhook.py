@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from bot.app import create_app
-from bot.config import Settings
-from bot.state import Store
+from bot.adapters.store import Store
+from bot.core.settings import Settings
+from bot.web.app import create_app
 from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
 from tests.harness import WEBHOOK_SECRET
 

@@ -7,10 +7,10 @@ import sys
 
 from celery import signals
 
+from bot.adapters.queue import make_celery
 from bot.config import load_settings
-from bot.errors import ConfigError
+from bot.core.errors import ConfigError
 from bot.logs import install_redaction
-from workers.celery_app import make_celery
 
 try:
     settings = load_settings()

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote
 
 from redis.lock import Lock
 
-from bot.config import Settings
-from bot.errors import TransientError
-from bot.models import GateState, ImageReport
-from bot.report import StatusPayload, render_note, status_for, status_polling, status_waiting
-from bot.state import Gate
+from bot.core.errors import TransientError
+from bot.core.gate import Gate, GateState
+from bot.core.report import gate_status, render_note, target_url
 from workers.runtime import Runtime
 
 
@@ -41,39 +38,24 @@ def holding(lock: Lock, settle_s: float) -> Iterator[None]:
             lock.release()
 
 
-def project_url(settings: Settings, gate: Gate) -> str:
-    # Links are built from the configured GitLab URL only, never from URLs in a payload.
-    return f"{settings.gitlab.url}/{quote(gate.project_path, safe='/')}"
-
-
-def target_url(settings: Settings, gate: Gate) -> str:
-    if gate.mr_iid:
-        return f"{project_url(settings, gate)}/-/merge_requests/{gate.mr_iid}"
-    return f"{project_url(settings, gate)}/-/pipelines/{gate.pipeline_id}"
-
-
-def desired_status(gate: Gate) -> StatusPayload:
-    if gate.state is GateState.DONE and gate.verdict is not None:
-        return status_for(gate.verdict)
-    if gate.state is GateState.POLLING and gate.ecr_status:
-        return status_polling(gate.repository, gate.ecr_status)
-    return status_waiting(gate.repository)
-
-
 def post_status(rt: Runtime, gate: Gate) -> None:
     """Post the status for the gate's current state, once. Caller holds the gate's status lock."""
-    wanted = desired_status(gate)
+    wanted = gate_status(gate)
     if gate.posted_state != wanted.state and not _already_posted(rt, gate, wanted.state):
         rt.store.set_posting(gate.key, wanted.state)
         # pipeline_id and no ref: a detached MR pipeline's ref is refs/merge-requests/<iid>/head, so a
-        # branch ref would miss it and make a stray pipeline (FACTS.md, commit statuses).
-        rt.gitlab.set_status(gate.project_id, gate.sha, {
-            "state": wanted.state,
-            "name": gate.status_name,
-            "description": wanted.description,
-            "target_url": target_url(rt.settings, gate),
-            "pipeline_id": gate.pipeline_id,
-        })
+        # branch ref would miss it and make a stray pipeline (GitLab API docs: commit statuses, `ref`).
+        rt.gitlab.set_status(
+            gate.project_id,
+            gate.sha,
+            {
+                "state": wanted.state,
+                "name": gate.status_name,
+                "description": wanted.description,
+                "target_url": target_url(rt.settings.gitlab.url, gate),
+                "pipeline_id": gate.pipeline_id,
+            },
+        )
         rt.store.set_posted(gate.key, wanted.state)
     if gate.state is GateState.DONE and gate.noted:
         rt.store.forget_open(gate.key)  # nothing left to do: the sweep need not look at it again
@@ -94,19 +76,6 @@ def _already_posted(rt: Runtime, gate: Gate, state: str) -> bool:
     return False
 
 
-def image_report(settings: Settings, gate: Gate) -> ImageReport:
-    registry = f"{gate.registry_id}.dkr.ecr.{gate.region}.amazonaws.com" if gate.registry_id else ""
-    return ImageReport(
-        repository=gate.repository,
-        tag=gate.tag,
-        state=gate.state,
-        status_name=gate.status_name,
-        verdict=gate.verdict,
-        pipeline_url=f"{project_url(settings, gate)}/-/pipelines/{gate.pipeline_id}",
-        registry=registry,
-    )
-
-
 def _newest_per_repository(gates: list[Gate]) -> list[Gate]:
     newest: dict[str, Gate] = {}
     for gate in gates:
@@ -124,8 +93,7 @@ def _settle(rt: Runtime, gates: list[Gate]) -> None:
                 rt.store.forget_open(gate.key)
 
 
-def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_iid: int,
-                  gate_key: str = "") -> bool:
+def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_iid: int, gate_key: str = "") -> bool:
     """Rewrite the note of each MR whose current head this commit is. True: a lock was busy, try later."""
     asked = rt.store.get(gate_key) if gate_key else None
     if mr_iid:
@@ -150,7 +118,7 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
             if not gates:
                 continue
             body = render_note(
-                [image_report(rt.settings, g) for g in gates],
+                gates,
                 project_path=gates[0].project_path,
                 sha=head_sha,
                 max_listed=rt.settings.policy.max_listed,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from bot.config import ProjectSettings
-from bot.errors import PermanentError
+from bot.core.errors import PermanentError
+from bot.core.settings import ProjectSettings
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from bot.errors import GateError
-from bot.events import FINISHED_STATUSES
-from bot.models import GateState, Reason
-from bot.policy import failed_verdict
-from bot.routing import target
-from bot.state import Gate
+from bot.core import poll as rule
+from bot.core.errors import GateError
+from bot.core.events import FINISHED_STATUSES
+from bot.core.gate import Gate, GateState
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -22,62 +21,68 @@ PUSH_NEVER = frozenset({"failed", "canceled", "skipped"})
 MAX_WAIT_S = 24 * 3600
 
 
-def _sweep_polling(rt: Runtime, gate: Gate, now: float, enqueue_poll: Callable[..., None],
-                   enqueue_sync: Callable[[str], None]) -> str:
+@dataclass(frozen=True)
+class Actions:
+    """What the sweep may do to a gate: the tasks' own entry points (fakes in the in-process tests)."""
+
+    enqueue_poll: Callable[[str, int], object]
+    enqueue_sync: Callable[[str], object]
+    enqueue_note: Callable[[int, str, int, int, str], object]
+    start_polling: Callable[[Gate], object]
+    cancel: Callable[[Gate, str], object]
+
+
+def _sweep_polling(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
     scan = rt.settings.scan
     # Margin past the deadline: the poll task itself times out there; the sweep only covers lost tasks.
-    if now > gate.deadline + scan.poll_interval_s + 30:
-        verdict = failed_verdict(Reason.TIMEOUT, target(gate), status=gate.ecr_status, digest=gate.digest,
-                                 waited_s=now - gate.polling_since,
-                                 detail=f"last ECR status: {gate.ecr_status or 'no answer'} (finished by sweep)")
+    if now > gate.progress.deadline + scan.poll_interval_s + 30:
+        verdict = rule.timeout(gate.image, gate.progress, now, how=" (finished by sweep)").verdict
         if rt.store.finish(gate.key, verdict):
-            enqueue_sync(gate.key)
+            act.enqueue_sync(gate.key)
             return "timed_out"
         return "raced"
     if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
         # Re-send the current generation: if the original task is only queued behind a backlog, whichever
         # copy runs first polls and the other stops, so nothing queued is made obsolete.
         rt.store.touch(gate.key, now)
-        enqueue_poll(gate.key, gate.poll_gen)
+        act.enqueue_poll(gate.key, gate.poll_gen)
         return "resent"
     return "ok"
 
 
-def _sweep_waiting(rt: Runtime, gate: Gate, now: float, start_polling: Callable[[Gate], None],
-                   cancel: Callable[[Gate, str], None], enqueue_sync: Callable[[str], None]) -> str:
+def _sweep_waiting(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
     stuck_after = rt.settings.sweep.stuck_after_s
     if not gate.posted_state and now - gate.created_at > 2 * rt.settings.sweep.interval_s:
         # Recorded by the receiver but its task was lost: post the pending status now (two sweeps' grace
         # for the task itself), so the pipeline cannot finish green before the verdict.
-        enqueue_sync(gate.key)
+        act.enqueue_sync(gate.key)
     if now - gate.created_at < stuck_after or now - gate.last_progress < stuck_after:
         return "ok"
     rt.store.touch(gate.key, now)  # ask GitLab about this gate once per stuck_after
     job = rt.gitlab.find_job(gate.project_id, gate.pipeline_id, gate.push_job)
     if job is not None and job.status == "success":
         # The job event never arrived (or was lost before it was queued): start now.
-        start_polling(gate)
+        act.start_polling(gate)
         return "started"
     if job is not None and job.status in PUSH_NEVER:
         # Our pending status keeps the pipeline running, so no "pipeline failed" event will come:
         # the newest try of the push job (a retry is a newer job) ended without pushing.
-        cancel(gate, f"{gate.push_job} {job.status}: nothing was pushed (found by sweep)")
+        act.cancel(gate, f"{gate.push_job} {job.status}: nothing was pushed (found by sweep)")
         return "canceled"
     status = rt.gitlab.pipeline_status(gate.project_id, gate.pipeline_id)
     if status in FINISHED_STATUSES:
-        cancel(gate, f"pipeline {status} and {gate.push_job} did not succeed (found by sweep)")
+        act.cancel(gate, f"pipeline {status} and {gate.push_job} did not succeed (found by sweep)")
         return "canceled"
     if now - gate.created_at > MAX_WAIT_S:
-        cancel(gate, f"{gate.push_job} did not succeed within {MAX_WAIT_S // 3600} h")
+        act.cancel(gate, f"{gate.push_job} did not succeed within {MAX_WAIT_S // 3600} h")
         return "canceled"
     return "ok"
 
 
-def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Callable[[str], None],
-               enqueue_note: Callable[..., None], start_polling: Callable[[Gate], None],
-               cancel: Callable[[Gate, str], None]) -> dict[str, int]:
+def sweep_once(rt: Runtime, act: Actions, now: float | None = None) -> dict[str, int]:
+    """One pass over the open gates; returns how many got each action."""
     counts: Counter[str] = Counter()
-    now = time.time()
+    now = time.time() if now is None else now
     for key in list(rt.store.open_gates()):
         gate = rt.store.get(key)
         if gate is None:
@@ -90,16 +95,16 @@ def sweep_once(rt: Runtime, enqueue_poll: Callable[..., None], enqueue_sync: Cal
                 if now - gate.last_progress > rt.settings.sweep.stuck_after_s:
                     rt.store.touch(gate.key, now)
                     if gate.verdict is None or gate.posted_state != gate.verdict.reason.commit_state:
-                        enqueue_sync(gate.key)
+                        act.enqueue_sync(gate.key)
                         counts["resynced"] += 1
                     else:
-                        enqueue_note(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate.key)
+                        act.enqueue_note(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate.key)
                         counts["renoted"] += 1
                 continue
             if gate.state is GateState.POLLING:
-                counts[_sweep_polling(rt, gate, now, enqueue_poll, enqueue_sync)] += 1
+                counts[_sweep_polling(rt, gate, now, act)] += 1
             else:
-                counts[_sweep_waiting(rt, gate, now, start_polling, cancel, enqueue_sync)] += 1
+                counts[_sweep_waiting(rt, gate, now, act)] += 1
         except GateError as exc:
             log.warning("sweep: gate %s left for the next sweep: %s", key, exc)
             counts["error"] += 1

@@ -8,25 +8,18 @@ import time
 
 from celery import Task, shared_task
 
-from bot.config import ProjectSettings
-from bot.errors import PermanentError, TransientError
-from bot.events import JobEvent, PipelineEvent, event_from_dict
-from bot.models import GateState, Reason
-from bot.policy import decide, failed_verdict
-from bot.routing import (
-    gates_for_job,
-    gates_for_pipeline,
-    image_ref,
-    policy_for,
-    push_succeeded,
-    rate_bucket,
-    target,
-)
-from bot.scan import within_grace
-from bot.state import Gate, gate_key
+from bot.core import poll as rule
+from bot.core.errors import PermanentError, TransientError
+from bot.core.events import JobEvent, PipelineEvent, event_from_dict
+from bot.core.gate import Gate, GateState, gate_key
+from bot.core.models import Reason, ScanResult
+from bot.core.policy import failed_verdict
+from bot.core.routing import gates_for_job, gates_for_pipeline, policy_for, push_succeeded, rate_bucket
+from bot.core.settings import ProjectSettings
 from workers import reporting
 from workers.runtime import runtime
 from workers.scope import confirmed_project
+from workers.sweeper import Actions, sweep_once
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +28,7 @@ log = logging.getLogger(__name__)
 GITLAB_MAX_RETRIES = 8
 
 
-def backoff(attempt: int, cap: float, base: float = 2.0) -> float:
-    """Full-jitter exponential backoff, so workers that failed together don't retry together."""
-    return random.uniform(0.5, min(cap, base * 2 ** min(attempt, 16)))  # noqa: S311 - not crypto
+_rng = random.Random()  # noqa: S311 - jitter, not crypto
 
 
 def capped(countdown: float) -> float:
@@ -46,21 +37,20 @@ def capped(countdown: float) -> float:
 
 
 def _enqueue_poll(gate_key: str, gen: int, countdown: float = 0.0) -> None:
-    poll.apply_async(args=[gate_key, gen], countdown=countdown)
+    poll.apply_async(args=(gate_key, gen), countdown=countdown)
 
 
 def _start_polling(gate: Gate) -> None:
-    settings = runtime().settings
-    now = time.time()
-    gen = runtime().store.start_polling(gate.key, now, now + settings.scan.timeout_s)
+    progress = rule.start(time.time(), runtime().settings.scan)
+    gen = runtime().store.start_polling(gate.key, progress.polling_since, progress.deadline)
     if gen:
-        log.info("gate %s: push job succeeded, polling ECR for %s:%s", gate.key, gate.repository, gate.tag)
+        log.info("gate %s: push job succeeded, polling ECR for %s:%s", gate.key, gate.repository, gate.image.tag)
         _enqueue_poll(gate.key, gen)
         sync.delay(gate.key)
 
 
 def _cancel(gate: Gate, why: str) -> None:
-    verdict = failed_verdict(Reason.CANCELED, target(gate), detail=why)
+    verdict = failed_verdict(Reason.CANCELED, gate.image, detail=why)
     if runtime().store.finish(gate.key, verdict):
         log.info("gate %s canceled: %s", gate.key, why)
         sync.delay(gate.key)
@@ -128,7 +118,7 @@ def job_event(self: Task, payload: dict) -> None:
 # max_retries=None: a poll is bounded by the gate's deadline (scan.timeout_s), not by a count.
 @shared_task(name="gate.poll", bind=True, max_retries=None)
 def poll(self: Task, gate_key: str, gen: int) -> None:
-    """ONE DescribeImageScanFindings call; not final yet → reschedule itself, never sleep."""
+    """ONE DescribeImageScanFindings call, then the polling rule: ask again later (never sleep) or finish."""
     rt = runtime()
     settings = rt.settings
     now = time.time()
@@ -138,44 +128,32 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     gen = rt.store.claim_poll(gate_key, gen, now)
     if not gen:
         return  # another copy of this poll (redelivered, or re-sent by the sweep) already ran
-    gate.poll_gen = gen
-    remaining = gate.deadline - now
-    if remaining <= 0:
-        verdict = failed_verdict(Reason.TIMEOUT, target(gate), status=gate.ecr_status, digest=gate.digest,
-                                 waited_s=now - gate.polling_since,
-                                 detail=f"last ECR status: {gate.ecr_status or 'no answer'}")
-        if rt.store.finish(gate_key, verdict):
+    answer: rule.Answer
+    wait = rt.store.take_token(rate_bucket(gate.image), settings.ecr.rate_per_s, settings.ecr.burst)
+    if wait > 0:
+        answer = rule.RateLimited(wait)  # the shared rate limit: come back when a token is due
+    else:
+        try:
+            answer = rt.ecr.scan_findings(gate.image, settings.scan.page_size)
+        except TransientError as exc:
+            log.warning("gate %s: transient ECR error (%s)", gate_key, exc)
+            answer = exc
+    step = rule.next_step(gate.image, gate.progress, answer, now, settings.scan, policy_for(settings, gate), _rng)
+    if isinstance(step, rule.Finish):
+        if rt.store.finish(gate_key, step.verdict, step.image, step.progress):
+            log.info("gate %s: %s (%s)", gate_key, step.verdict.reason.value, step.verdict.summary)
             sync.delay(gate_key)
         return
-    wait = rt.store.take_token(rate_bucket(gate), settings.ecr.rate_per_s, settings.ecr.burst)
-    if wait > 0:
-        # Shared rate limit reached: come back when a token is due (plus jitter to spread the herd).
-        raise self.retry(args=[gate_key, gen],
-                         countdown=capped(min(wait + random.uniform(0, wait), remaining + 0.1)))  # noqa: S311
-    try:
-        result = rt.ecr.scan_findings(image_ref(gate), settings.scan.page_size)
-    except TransientError as exc:
-        rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, last_progress=now)
-        countdown = capped(min(backoff(gate.attempts, settings.scan.backoff_max_s), remaining + 0.1))
-        log.warning("gate %s: transient ECR error (%s); retry in %.1fs", gate_key, exc, countdown)
-        raise self.retry(args=[gate_key, gen], countdown=countdown) from None
-    digest = gate.digest or result.digest
-    if not result.is_final or within_grace(result, now - gate.polling_since, settings.scan.not_found_grace_s):
-        rt.store.progress(gate_key, gen, attempts=gate.attempts + 1, ecr_status=result.ecr_status, digest=digest,
-                          last_progress=now)
-        if gate.posted_state != "running":
+    if not isinstance(answer, rule.RateLimited):
+        rt.store.save_progress(gate_key, gen, step.image, step.progress, now)
+        if isinstance(answer, ScanResult) and gate.posted_state != "running":
             sync.delay(gate_key)
-        raise self.retry(args=[gate_key, gen], countdown=capped(min(settings.scan.poll_interval_s, remaining + 0.1)))
-    verdict = decide(result, policy_for(settings, gate), target(gate))
-    if rt.store.finish(gate_key, verdict, digest=digest, ecr_status=result.ecr_status,
-                       attempts=gate.attempts + 1):
-        log.info("gate %s: %s (%s)", gate_key, verdict.reason.value, verdict.summary)
-        sync.delay(gate_key)
+    raise self.retry(args=(gate_key, gen), countdown=capped(step.after_s))
 
 
 def _gitlab_retry(task: Task, exc: TransientError, floor: float = 0.0) -> Exception:
     cap = runtime().settings.gitlab.backoff_max_s
-    countdown = exc.retry_after if exc.retry_after is not None else backoff(task.request.retries, cap)
+    countdown = exc.retry_after if exc.retry_after is not None else rule.backoff(task.request.retries, cap, _rng)
     return task.retry(countdown=capped(max(countdown, floor)))
 
 
@@ -231,6 +209,4 @@ def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int, g
 @shared_task(name="gate.sweep")
 def sweep() -> dict[str, int]:
     """Beat: finish gates past their deadline, restart lost polls, start gates whose job event was lost."""
-    from workers.sweeper import sweep_once
-
-    return sweep_once(runtime(), _enqueue_poll, sync.delay, note.delay, _start_polling, _cancel)
+    return sweep_once(runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _cancel))

@@ -24,10 +24,33 @@ from .gitlab_state import BOT_USERNAME, ApiError, GitLabState, User, param_error
 # GET /_fake/<name>?k=v or POST /_fake/<name> {"k": v} calls FakeGitLab.<name>(**kwargs), so scripts in other
 # processes (demo, soak) drive the fake exactly as in-process tests do.
 CONTROL_METHODS = (
-    "info", "reset", "configure", "add_user", "set_token_scopes", "add_group", "add_project", "add_commit",
-    "add_pipeline", "add_job", "set_job_status", "set_pipeline_status", "add_merge_request", "set_mr_head",
-    "set_mr_state", "add_note", "add_hook", "inject_fault", "clear_faults", "statuses", "latest_statuses",
-    "notes", "pipelines", "merge_request", "quick_actions_triggered", "requests", "request_count",
+    "info",
+    "reset",
+    "configure",
+    "add_user",
+    "set_token_scopes",
+    "add_group",
+    "add_project",
+    "add_commit",
+    "add_pipeline",
+    "add_job",
+    "set_job_status",
+    "set_pipeline_status",
+    "add_merge_request",
+    "set_mr_head",
+    "set_mr_state",
+    "add_note",
+    "add_hook",
+    "inject_fault",
+    "clear_faults",
+    "statuses",
+    "latest_statuses",
+    "notes",
+    "pipelines",
+    "merge_request",
+    "quick_actions_triggered",
+    "requests",
+    "request_count",
     "request_counts",
 )
 
@@ -159,15 +182,22 @@ def _paginate(items: list[Any], query: Args, host: str, path: str) -> tuple[list
     def link(n: int) -> str:
         return f"http://{host}{path}?{urllib.parse.urlencode({**query, 'page': n, 'per_page': per_page})}"
 
-    rels = {"prev": page - 1 if page > 1 else None, "next": page + 1 if page < total_pages else None,
-            "first": 1, "last": total_pages}
+    rels = {
+        "prev": page - 1 if page > 1 else None,
+        "next": page + 1 if page < total_pages else None,
+        "first": 1,
+        "last": total_pages,
+    }
     headers = {
-        "X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(items)),
-        "X-Total-Pages": str(total_pages), "X-Next-Page": str(rels["next"] or ""),
+        "X-Page": str(page),
+        "X-Per-Page": str(per_page),
+        "X-Total": str(len(items)),
+        "X-Total-Pages": str(total_pages),
+        "X-Next-Page": str(rels["next"] or ""),
         "X-Prev-Page": str(rels["prev"] or ""),
         "Link": ", ".join(f'<{link(n)}>; rel="{rel}"' for rel, n in rels.items() if n),
     }
-    return items[(page - 1) * per_page: page * per_page], headers
+    return items[(page - 1) * per_page : page * per_page], headers
 
 
 def _fault_body(status: int, body: Any) -> Any:
@@ -212,13 +242,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": "the request body is not valid JSON or form data"}, {})
             return
         if parts.path.startswith("/_fake/"):
-            status, payload, headers = self.fake._control(self.command, parts.path[len("/_fake/"):], query, body)
+            status, payload, headers = self.fake._control(self.command, parts.path[len("/_fake/") :], query, body)
             self._send(status, payload, headers)
             return
         status, payload, headers, user = self.fake._api(
-            self.command, parts.path, query, body, self.headers, self.headers.get("Host", "127.0.0.1"))
-        self.fake.log_request({"method": self.command, "path": parts.path, "query": query, "body": body,
-                               "status": status, "user": user.username if user else None})
+            self.command, parts.path, query, body, self.headers, self.headers.get("Host", "127.0.0.1")
+        )
+        self.fake.log_request(
+            {
+                "method": self.command,
+                "path": parts.path,
+                "query": query,
+                "body": body,
+                "status": status,
+                "user": user.username if user else None,
+            }
+        )
         self._send(status, payload, headers)
 
     def _parse_body(self, raw: bytes) -> dict[str, Any]:
@@ -256,8 +295,14 @@ class _Server(ThreadingHTTPServer):
 class FakeGitLab(GitLabState):
     """The fake GitLab server; the control API and snapshots are inherited from GitLabState."""
 
-    def __init__(self, token: str = "fake-gitlab-token", host: str = "127.0.0.1", port: int = 0,
-                 verbose: bool = False, **state_options: Any) -> None:
+    def __init__(
+        self,
+        token: str = "fake-gitlab-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+        **state_options: Any,
+    ) -> None:
         super().__init__(token=token, **state_options)
         self.token = token
         self.verbose = verbose
@@ -277,8 +322,9 @@ class FakeGitLab(GitLabState):
         self._server = _Server(self._address, handler)
         self.base_url = self.url
         # A short poll interval keeps stop() (and so each test's teardown) fast.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-gitlab", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-gitlab", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -298,11 +344,15 @@ class FakeGitLab(GitLabState):
         self.stop()
 
     def info(self) -> dict[str, Any]:
-        return {"url": self.base_url, "api_url": f"{self.base_url}/api/v4",
-                "bot_user": self.user_api(self.users[self.bot_user_id])}
+        return {
+            "url": self.base_url,
+            "api_url": f"{self.base_url}/api/v4",
+            "bot_user": self.user_api(self.users[self.bot_user_id]),
+        }
 
-    def _api(self, method: str, path: str, query: Args, body: dict[str, Any], headers: Any,
-             host: str) -> tuple[int, Any, dict[str, str], User | None]:
+    def _api(
+        self, method: str, path: str, query: Args, body: dict[str, Any], headers: Any, host: str
+    ) -> tuple[int, Any, dict[str, str], User | None]:
         fault = self.take_fault(method, path)
         if fault is not None:
             if fault.delay_s:
@@ -356,8 +406,11 @@ class FakeGitLabClient:
 
     def call(self, name: str, **kwargs: Any) -> Any:
         request = urllib.request.Request(  # noqa: S310 - a local http URL chosen by the test
-            f"{self.url}/_fake/{name}", data=json.dumps(kwargs).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
+            f"{self.url}/_fake/{name}",
+            data=json.dumps(kwargs).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return json.loads(response.read())
@@ -374,13 +427,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the fake GitLab API until interrupted.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8929, help="0 picks a free port")
-    parser.add_argument("--token", default=os.environ.get("FAKE_GITLAB_TOKEN", "fake-gitlab-token"),
-                        help=f"the PRIVATE-TOKEN of the bot user {BOT_USERNAME!r}")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("FAKE_GITLAB_TOKEN", "fake-gitlab-token"),
+        help=f"the PRIVATE-TOKEN of the bot user {BOT_USERNAME!r}",
+    )
     parser.add_argument("--note-rate-limit", type=int, default=60, help="note creations per user and minute")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     options = parser.parse_args(argv)
-    fake = FakeGitLab(token=options.token, host=options.host, port=options.port, verbose=options.verbose,
-                      note_rate_limit=options.note_rate_limit).start()
+    fake = FakeGitLab(
+        token=options.token,
+        host=options.host,
+        port=options.port,
+        verbose=options.verbose,
+        note_rate_limit=options.note_rate_limit,
+    ).start()
     print(fake.url, flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

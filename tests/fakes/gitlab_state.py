@@ -91,8 +91,15 @@ class User:
     bot: bool = False
 
     def api(self, base: str) -> dict[str, Any]:
-        return {"id": self.id, "username": self.username, "name": self.username, "state": "active",
-                "avatar_url": None, "web_url": f"{base}/{self.username}", "bot": self.bot}
+        return {
+            "id": self.id,
+            "username": self.username,
+            "name": self.username,
+            "state": "active",
+            "avatar_url": None,
+            "web_url": f"{base}/{self.username}",
+            "bot": self.bot,
+        }
 
 
 @dataclass
@@ -102,8 +109,14 @@ class Group:
 
     def api(self, base: str) -> dict[str, Any]:
         path = self.full_path.rsplit("/", 1)[-1]
-        return {"id": self.id, "name": path, "path": path, "full_path": self.full_path,
-                "web_url": f"{base}/groups/{self.full_path}", "parent_id": None}
+        return {
+            "id": self.id,
+            "name": path,
+            "path": path,
+            "full_path": self.full_path,
+            "web_url": f"{base}/groups/{self.full_path}",
+            "parent_id": None,
+        }
 
 
 @dataclass
@@ -118,11 +131,20 @@ class Project:
     def api(self, base: str, group: Group | None) -> dict[str, Any]:
         namespace, _, path = self.path_with_namespace.rpartition("/")
         return {
-            "id": self.id, "name": path, "path": path, "path_with_namespace": self.path_with_namespace,
+            "id": self.id,
+            "name": path,
+            "path": path,
+            "path_with_namespace": self.path_with_namespace,
             "name_with_namespace": self.path_with_namespace.replace("/", " / "),
-            "namespace": {"id": self.namespace_id, "full_path": namespace, "path": namespace.rsplit("/", 1)[-1],
-                          "name": namespace.rsplit("/", 1)[-1], "kind": "group" if group else "user"},
-            "default_branch": self.default_branch, "web_url": f"{base}/{self.path_with_namespace}",
+            "namespace": {
+                "id": self.namespace_id,
+                "full_path": namespace,
+                "path": namespace.rsplit("/", 1)[-1],
+                "name": namespace.rsplit("/", 1)[-1],
+                "kind": "group" if group else "user",
+            },
+            "default_branch": self.default_branch,
+            "web_url": f"{base}/{self.path_with_namespace}",
             "permissions": {"project_access": {"access_level": 40, "notification_level": 3}, "group_access": None},
         }
 
@@ -140,10 +162,19 @@ class Pipeline:
     updated_at: str = field(default_factory=now_iso)
 
     def api(self, base: str, project: Project) -> dict[str, Any]:
-        return {"id": self.id, "iid": self.iid, "project_id": self.project_id, "sha": self.sha, "ref": self.ref,
-                "status": self.status, "source": self.source, "tag": False, "created_at": self.created_at,
-                "updated_at": self.updated_at,
-                "web_url": f"{base}/{project.path_with_namespace}/-/pipelines/{self.id}"}
+        return {
+            "id": self.id,
+            "iid": self.iid,
+            "project_id": self.project_id,
+            "sha": self.sha,
+            "ref": self.ref,
+            "status": self.status,
+            "source": self.source,
+            "tag": False,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "web_url": f"{base}/{project.path_with_namespace}/-/pipelines/{self.id}",
+        }
 
 
 @dataclass
@@ -229,11 +260,20 @@ class Hook:
     def api(self) -> dict[str, Any]:
         # GitLab never returns the secret token of a hook, only whether events are on.
         owner = {"project_id": self.project_id} if self.project_id is not None else {"group_id": self.group_id}
-        return {"id": self.id, "url": self.url, **owner, "created_at": self.created_at,
-                "push_events": self.push_events, "pipeline_events": self.pipeline_events,
-                "job_events": self.job_events, "merge_requests_events": self.merge_requests_events,
-                "note_events": self.note_events, "enable_ssl_verification": self.enable_ssl_verification,
-                "alert_status": "executable", "disabled_until": None}
+        return {
+            "id": self.id,
+            "url": self.url,
+            **owner,
+            "created_at": self.created_at,
+            "push_events": self.push_events,
+            "pipeline_events": self.pipeline_events,
+            "job_events": self.job_events,
+            "merge_requests_events": self.merge_requests_events,
+            "note_events": self.note_events,
+            "enable_ssl_verification": self.enable_ssl_verification,
+            "alert_status": "executable",
+            "disabled_until": None,
+        }
 
 
 @dataclass
@@ -293,8 +333,14 @@ def locked(fn: F) -> F:
 class GitLabState:
     """All objects of the fake, the GitLab rules that change them, and a control API for tests."""
 
-    def __init__(self, token: str = "fake-gitlab-token", bot_user_id: int = 1, bot_username: str = BOT_USERNAME,
-                 note_rate_limit: int = NOTE_RATE_LIMIT, note_rate_window_s: float = NOTE_RATE_WINDOW_S) -> None:
+    def __init__(
+        self,
+        token: str = "fake-gitlab-token",
+        bot_user_id: int = 1,
+        bot_username: str = BOT_USERNAME,
+        note_rate_limit: int = NOTE_RATE_LIMIT,
+        note_rate_window_s: float = NOTE_RATE_WINDOW_S,
+    ) -> None:
         self._lock = threading.RLock()
         self._bot = (bot_user_id, bot_username, token)
         self._rate = (note_rate_limit, note_rate_window_s)
@@ -333,8 +379,9 @@ class GitLabState:
             self.note_rate_window_s = note_rate_window_s
 
     @locked
-    def add_user(self, user_id: int, username: str, token: str | None = None,
-                 scopes: list[str] | None = None) -> dict[str, Any]:
+    def add_user(
+        self, user_id: int, username: str, token: str | None = None, scopes: list[str] | None = None
+    ) -> dict[str, Any]:
         self._require_new(user_id in self.users, "user", user_id)
         user = User(user_id, username, token, scopes if scopes is not None else ["api"])
         self.users[user_id] = user
@@ -352,8 +399,9 @@ class GitLabState:
         return self.groups[group_id].api(self.base_url)
 
     @locked
-    def add_project(self, project_id: int, path_with_namespace: str, namespace_id: int | None = None,
-                    default_branch: str = "main") -> dict[str, Any]:
+    def add_project(
+        self, project_id: int, path_with_namespace: str, namespace_id: int | None = None, default_branch: str = "main"
+    ) -> dict[str, Any]:
         self._require_new(project_id in self.projects, "project", project_id)
         project = Project(project_id, path_with_namespace, namespace_id, default_branch)
         self.projects[project_id] = project
@@ -365,9 +413,17 @@ class GitLabState:
         self._remember_commit(self._project(project_id), sha, *(branches or []))
 
     @locked
-    def add_pipeline(self, project_id: int, pipeline_id: int, sha: str, ref: str | None = None,
-                     source: str = "push", jobs: list[dict[str, Any]] | None = None, status: str | None = None,
-                     merge_request_iid: int | None = None) -> dict[str, Any]:
+    def add_pipeline(
+        self,
+        project_id: int,
+        pipeline_id: int,
+        sha: str,
+        ref: str | None = None,
+        source: str = "push",
+        jobs: list[dict[str, Any]] | None = None,
+        status: str | None = None,
+        merge_request_iid: int | None = None,
+    ) -> dict[str, Any]:
         """A CI pipeline. For source "merge_request_event" the ref is refs/merge-requests/<iid>/head
         (doc/ci/pipelines/merge_request_pipelines.md); pass merge_request_iid to have it built."""
         project = self._project(project_id)
@@ -379,8 +435,9 @@ class GitLabState:
                 raise ValueError("a merge request pipeline's ref is refs/merge-requests/<iid>/head (or /merge)")
         if not ref:
             raise ValueError("ref is required (or merge_request_iid for a merge request pipeline)")
-        pipeline = Pipeline(pipeline_id, self._next("pipeline_iid", project_id), project_id, sha, ref, source,
-                            status or "created")
+        pipeline = Pipeline(
+            pipeline_id, self._next("pipeline_iid", project_id), project_id, sha, ref, source, status or "created"
+        )
         self.pipelines_by_id[pipeline_id] = pipeline
         self._remember_commit(project, sha, *([] if ref.startswith("refs/") else [ref]))
         for spec in jobs or []:
@@ -390,12 +447,20 @@ class GitLabState:
         return self._pipeline_api(pipeline)
 
     @locked
-    def add_job(self, pipeline_id: int, job_id: int, name: str, stage: str = "test", status: str = "created",
-                allow_failure: bool = False) -> dict[str, Any]:
+    def add_job(
+        self,
+        pipeline_id: int,
+        job_id: int,
+        name: str,
+        stage: str = "test",
+        status: str = "created",
+        allow_failure: bool = False,
+    ) -> dict[str, Any]:
         """A job added later, e.g. a retry: older jobs of the same name become retried (hidden)."""
         pipeline = self._pipeline(pipeline_id)
-        job = self._add_job(pipeline, {"id": job_id, "name": name, "stage": stage, "status": status,
-                                       "allow_failure": allow_failure})
+        job = self._add_job(
+            pipeline, {"id": job_id, "name": name, "stage": stage, "status": status, "allow_failure": allow_failure}
+        )
         self._recompute(pipeline)
         return self._job_api(job)
 
@@ -419,12 +484,21 @@ class GitLabState:
         return self._pipeline_api(pipeline)
 
     @locked
-    def add_merge_request(self, project_id: int, iid: int, source_branch: str, target_branch: str, sha: str,
-                          state: str = "opened", title: str | None = None) -> dict[str, Any]:
+    def add_merge_request(
+        self,
+        project_id: int,
+        iid: int,
+        source_branch: str,
+        target_branch: str,
+        sha: str,
+        state: str = "opened",
+        title: str | None = None,
+    ) -> dict[str, Any]:
         project = self._project(project_id)
         self._require_new((project_id, iid) in self.merge_requests, "merge request", iid)
-        mr = MergeRequest(self._next("mr_id"), iid, project_id, title or f"MR !{iid}", source_branch,
-                          target_branch, sha, state, [sha])
+        mr = MergeRequest(
+            self._next("mr_id"), iid, project_id, title or f"MR !{iid}", source_branch, target_branch, sha, state, [sha]
+        )
         self.merge_requests[(project_id, iid)] = mr
         self._remember_commit(project, sha, source_branch)
         return self._mr_api(mr, detailed=True)
@@ -452,29 +526,56 @@ class GitLabState:
         return self._note_api(self._store_note(mr, self._user(user_id or self.bot_user_id), body))
 
     @locked
-    def add_hook(self, url: str, project_id: int | None = None, group_id: int | None = None,
-                 push_events: bool = False, pipeline_events: bool = True, job_events: bool = True,
-                 merge_requests_events: bool = False, note_events: bool = False, token: str | None = None,
-                 enable_ssl_verification: bool = True) -> dict[str, Any]:
+    def add_hook(
+        self,
+        url: str,
+        project_id: int | None = None,
+        group_id: int | None = None,
+        push_events: bool = False,
+        pipeline_events: bool = True,
+        job_events: bool = True,
+        merge_requests_events: bool = False,
+        note_events: bool = False,
+        token: str | None = None,
+        enable_ssl_verification: bool = True,
+    ) -> dict[str, Any]:
         if (project_id is None) == (group_id is None):
             raise ValueError("give exactly one of project_id, group_id")
         if project_id is not None:
             self._project(project_id)
         elif group_id not in self.groups:
             raise not_found("Group")
-        hook = Hook(self._next("hook"), url, project_id, group_id, push_events, pipeline_events, job_events,
-                    merge_requests_events, note_events, token, enable_ssl_verification)
+        hook = Hook(
+            self._next("hook"),
+            url,
+            project_id,
+            group_id,
+            push_events,
+            pipeline_events,
+            job_events,
+            merge_requests_events,
+            note_events,
+            token,
+            enable_ssl_verification,
+        )
         self.hooks.append(hook)
         return hook.api()
 
     @locked
-    def inject_fault(self, method: str, path_regex: str, status: int | None = None, times: int = 1,
-                     retry_after: int | None = None, body: Any = None, delay_s: float = 0.0) -> dict[str, Any]:
+    def inject_fault(
+        self,
+        method: str,
+        path_regex: str,
+        status: int | None = None,
+        times: int = 1,
+        retry_after: int | None = None,
+        body: Any = None,
+        delay_s: float = 0.0,
+    ) -> dict[str, Any]:
         """The next `times` requests matching method ("*" for any) and path_regex (re.search on the path
         without query, e.g. "/statuses/") wait delay_s, then get `status` (None: handled normally)."""
         re.compile(path_regex)  # fail here, not in a server thread
-        fault = Fault(method.upper() if method != "*" else "*", path_regex, status, times, retry_after, body,
-                      delay_s)
+        fault = Fault(method.upper() if method != "*" else "*", path_regex, status, times, retry_after, body, delay_s)
         self.faults.append(fault)
         return vars(fault).copy()
 
@@ -487,8 +588,11 @@ class GitLabState:
     @locked
     def statuses(self, project_id: int, sha: str) -> list[dict[str, Any]]:
         """Every external status on the sha, hidden (retried) ones included, in creation order."""
-        return [self._status_api(s) | {"retried": s.retried} for s in self.commit_statuses
-                if s.project_id == project_id and s.sha == sha]
+        return [
+            self._status_api(s) | {"retried": s.retried}
+            for s in self.commit_statuses
+            if s.project_id == project_id and s.sha == sha
+        ]
 
     @locked
     def latest_statuses(self, project_id: int, sha: str, pipeline_id: int | None = None) -> dict[str, dict[str, Any]]:
@@ -502,15 +606,20 @@ class GitLabState:
     @locked
     def notes(self, project_id: int, iid: int) -> list[dict[str, Any]]:
         """Notes of the MR in creation order, with what GitLab would have acted on."""
-        return [self._note_api(n) | {"quick_actions": n.quick_actions, "mentions": n.mentions}
-                for n in sorted(self.notes_by_id.values(), key=lambda n: n.id)
-                if n.project_id == project_id and n.mr_iid == iid]
+        return [
+            self._note_api(n) | {"quick_actions": n.quick_actions, "mentions": n.mentions}
+            for n in sorted(self.notes_by_id.values(), key=lambda n: n.id)
+            if n.project_id == project_id and n.mr_iid == iid
+        ]
 
     @locked
     def pipelines(self, project_id: int | None = None, source: str | None = None) -> list[dict[str, Any]]:
         """All pipelines, including "external" ones that a status post created."""
-        return [self._pipeline_api(p) for p in sorted(self.pipelines_by_id.values(), key=lambda p: p.id)
-                if project_id in (None, p.project_id) and source in (None, p.source)]
+        return [
+            self._pipeline_api(p)
+            for p in sorted(self.pipelines_by_id.values(), key=lambda p: p.id)
+            if project_id in (None, p.project_id) and source in (None, p.source)
+        ]
 
     @locked
     def merge_request(self, project_id: int, iid: int) -> dict[str, Any]:
@@ -524,12 +633,14 @@ class GitLabState:
     @locked
     def requests(self, method: str | None = None, path_regex: str | None = None) -> list[dict[str, Any]]:
         """The request log: method, path, query, json body, status, user, in arrival order."""
-        return [dict(r) for r in self.request_log if method in (None, r["method"])
-                and (path_regex is None or re.search(path_regex, r["path"]))]
+        return [
+            dict(r)
+            for r in self.request_log
+            if method in (None, r["method"]) and (path_regex is None or re.search(path_regex, r["path"]))
+        ]
 
     @locked
-    def request_count(self, method: str | None = None, path_regex: str | None = None,
-                      status: int | None = None) -> int:
+    def request_count(self, method: str | None = None, path_regex: str | None = None, status: int | None = None) -> int:
         return sum(1 for r in self.requests(method, path_regex) if status in (None, r["status"]))
 
     @locked
@@ -597,8 +708,14 @@ class GitLabState:
             raise not_found("Commit")
         ref_param = params.get("ref") or None
         # first_matching_pipeline: newest pipeline of the sha, narrowed by ref and pipeline_id when given.
-        matching = [p for p in self.pipelines_by_id.values() if p.project_id == project.id and p.sha == sha
-                    and ref_param in (None, p.ref) and pipeline_id in (None, p.id)]
+        matching = [
+            p
+            for p in self.pipelines_by_id.values()
+            if p.project_id == project.id
+            and p.sha == sha
+            and ref_param in (None, p.ref)
+            and pipeline_id in (None, p.id)
+        ]
         first = max(matching, key=lambda p: p.id, default=None)
         if pipeline_id is not None and first is None:
             raise not_found("Pipeline for pipeline_id, sha and ref")
@@ -616,17 +733,28 @@ class GitLabState:
             raise bad_request({"name": ["has already been taken"]})
         # external_commit_status_scope: only a pending/running status of this name, ref and user is
         # updated in place; after success/failed/canceled/skipped a new status job is created.
-        existing = next((s for s in reversed(self.commit_statuses)
-                         if s.pipeline_id == pipeline.id and s.name == name and s.ref == ref
-                         and s.author_id == user.id and s.status in ("pending", "running") and not s.retried), None)
+        existing = next(
+            (
+                s
+                for s in reversed(self.commit_statuses)
+                if s.pipeline_id == pipeline.id
+                and s.name == name
+                and s.ref == ref
+                and s.author_id == user.id
+                and s.status in ("pending", "running")
+                and not s.retried
+            ),
+            None,
+        )
         current = existing.status if existing else "created"
         if state == "running" and current == "created":
             current = "pending"  # apply_job_state!: `job.enqueue` (no bang) before `job.run!`
         event, sources = EVENTS[state]
         if current not in sources:
             raise bad_request(transition_error(event, current))
-        status = existing or CommitStatus(self._next_build_id(), project.id, pipeline.id, sha, ref, name, "created",
-                                          user.id)
+        status = existing or CommitStatus(
+            self._next_build_id(), project.id, pipeline.id, sha, ref, name, "created", user.id
+        )
         for key in ("description", "target_url"):
             if params.get(key) is not None:
                 setattr(status, key, str(params[key]))
@@ -662,14 +790,21 @@ class GitLabState:
             p = self.pipelines_by_id[j.pipeline_id]
             if p.project_id == project.id and p.sha == sha:
                 rows.append((j.id, p.id, p.ref, j.name, j.stage, j.retried, self._job_status_api(j)))
-        rows = [r for r in rows if (show_all or not r[5]) and query.get("ref", r[2]) == r[2]
-                and query.get("stage", r[4]) == r[4] and query.get("name", r[3]) == r[3]
-                and pipeline_id in (None, r[1])]
+        rows = [
+            r
+            for r in rows
+            if (show_all or not r[5])
+            and query.get("ref", r[2]) == r[2]
+            and query.get("stage", r[4]) == r[4]
+            and query.get("name", r[3]) == r[3]
+            and pipeline_id in (None, r[1])
+        ]
         order_by = query.get("order_by", "id")
         if order_by not in ("id", "pipeline_id"):
             raise param_error("order_by does not have a valid value")
-        rows.sort(key=lambda r: (r[1], r[0]) if order_by == "pipeline_id" else r[0],
-                  reverse=query.get("sort") == "desc")
+        rows.sort(
+            key=lambda r: (r[1], r[0]) if order_by == "pipeline_id" else r[0], reverse=query.get("sort") == "desc"
+        )
         return [r[6] for r in rows]
 
     @locked
@@ -682,8 +817,9 @@ class GitLabState:
             if mr.project_id != project.id or query.get("state", mr.state) not in (mr.state, "all"):
                 continue
             mr_refs = (f"refs/merge-requests/{mr.iid}/head", f"refs/merge-requests/{mr.iid}/merge")
-            in_pipeline = any(p.project_id == project.id and p.sha == sha and p.ref in mr_refs
-                              for p in self.pipelines_by_id.values())
+            in_pipeline = any(
+                p.project_id == project.id and p.sha == sha and p.ref in mr_refs for p in self.pipelines_by_id.values()
+            )
             if sha in mr.commits or in_pipeline:
                 found.append(self._mr_api(mr, detailed=False))
         return sorted(found, key=lambda m: m["id"], reverse=True)
@@ -742,8 +878,13 @@ class GitLabState:
         self.get_pipeline(project, pipeline_id)
         include_retried = query.get("include_retried", "").lower() in ("1", "true")
         scopes = [s for s in (query.get("scope"), query.get("scope[]")) if s]
-        jobs = [j for j in self.jobs.values() if j.pipeline_id == pipeline_id and (include_retried or not j.retried)
-                and (not scopes or j.status in scopes)]
+        jobs = [
+            j
+            for j in self.jobs.values()
+            if j.pipeline_id == pipeline_id
+            and (include_retried or not j.retried)
+            and (not scopes or j.status in scopes)
+        ]
         return [self._job_api(j) for j in sorted(jobs, key=lambda j: j.id, reverse=True)]
 
     @locked
@@ -755,14 +896,25 @@ class GitLabState:
 
     @locked
     def list_hooks(self, project: Project | None = None, group: Group | None = None) -> list[dict[str, Any]]:
-        return [h.api() for h in self.hooks if (project and h.project_id == project.id)
-                or (group and h.group_id == group.id)]
+        return [
+            h.api()
+            for h in self.hooks
+            if (project and h.project_id == project.id) or (group and h.group_id == group.id)
+        ]
 
     @locked
     def token_info(self, user: User) -> dict[str, Any]:
-        return {"id": user.id, "name": f"{user.username}-token", "revoked": False, "created_at": now_iso(),
-                "scopes": list(user.scopes), "user_id": user.id, "last_used_at": now_iso(), "active": True,
-                "expires_at": None}
+        return {
+            "id": user.id,
+            "name": f"{user.username}-token",
+            "revoked": False,
+            "created_at": now_iso(),
+            "scopes": list(user.scopes),
+            "user_id": user.id,
+            "last_used_at": now_iso(),
+            "active": True,
+            "expires_at": None,
+        }
 
     @locked
     def user_api(self, user: User) -> dict[str, Any]:
@@ -834,8 +986,9 @@ class GitLabState:
 
     def _new_pipeline(self, project: Project, sha: str, ref: str, source: str) -> Pipeline:
         pipeline_id = max([0, *self.pipelines_by_id]) + 1
-        pipeline = Pipeline(pipeline_id, self._next("pipeline_iid", project.id), project.id, sha, ref, source,
-                            "created")
+        pipeline = Pipeline(
+            pipeline_id, self._next("pipeline_iid", project.id), project.id, sha, ref, source, "created"
+        )
         self.pipelines_by_id[pipeline_id] = pipeline
         return pipeline
 
@@ -848,8 +1001,15 @@ class GitLabState:
         for older in self.jobs.values():
             if older.pipeline_id == pipeline.id and older.name == spec["name"]:
                 older.retried = True
-        job = Job(job_id, pipeline.project_id, pipeline.id, spec["name"], spec.get("stage", "test"), status,
-                  bool(spec.get("allow_failure", False)))
+        job = Job(
+            job_id,
+            pipeline.project_id,
+            pipeline.id,
+            spec["name"],
+            spec.get("stage", "test"),
+            status,
+            bool(spec.get("allow_failure", False)),
+        )
         self.jobs[job_id] = job
         return job
 
@@ -860,8 +1020,11 @@ class GitLabState:
           fails the pipeline once the rest is done — else "canceled" if any canceled, else "success";
           all skipped (or manual): "skipped".
         Pipelines with neither jobs nor statuses keep the status they were given."""
-        states = [("success" if j.allow_failure and j.status in ("failed", "canceled") else j.status)
-                  for j in self.jobs.values() if j.pipeline_id == pipeline.id and not j.retried]
+        states = [
+            ("success" if j.allow_failure and j.status in ("failed", "canceled") else j.status)
+            for j in self.jobs.values()
+            if j.pipeline_id == pipeline.id and not j.retried
+        ]
         states += [s.status for s in self.commit_statuses if s.pipeline_id == pipeline.id and not s.retried]
         states = ["skipped" if s in ("manual", "scheduled") else s for s in states]
         if not states:
@@ -893,8 +1056,11 @@ class GitLabState:
         if len(times) >= self.note_rate_limit:
             oldest = times[0] if times else now  # a limit of 0 refuses everything
             wait = max(1, math.ceil(self.note_rate_window_s - (now - oldest)))
-            raise ApiError(429, {"message": {"error": "This endpoint has been requested too many times. "
-                                                      "Try again later."}}, {"Retry-After": str(wait)})
+            raise ApiError(
+                429,
+                {"message": {"error": "This endpoint has been requested too many times. Try again later."}},
+                {"Retry-After": str(wait)},
+            )
         times.append(now)
 
     @staticmethod
@@ -902,10 +1068,11 @@ class GitLabState:
         # lib/api/helpers/notes_helpers.rb: bad_request!("Note #{note.errors.messages}").
         text = str(body)
         if not text.strip():
-            raise bad_request("400 Bad request - Note {:note=>[\"can't be blank\"]}")
+            raise bad_request('400 Bad request - Note {:note=>["can\'t be blank"]}')
         if len(text) > NOTE_BODY_LIMIT:
-            raise bad_request(f'400 Bad request - Note {{:note=>["is too long (maximum is {NOTE_BODY_LIMIT} '
-                              'characters)"]}')
+            raise bad_request(
+                f'400 Bad request - Note {{:note=>["is too long (maximum is {NOTE_BODY_LIMIT} characters)"]}}'
+            )
 
     def _store_note(self, mr: MergeRequest, user: User, body: str) -> Note:
         note = Note(self._next("note"), mr.project_id, mr.iid, mr.id, user.id, body, [], [])
@@ -931,52 +1098,119 @@ class GitLabState:
 
     def _status_api(self, s: CommitStatus) -> dict[str, Any]:
         # lib/api/entities/commit_status.rb (+ pipeline_id since GitLab 16.3).
-        return {"id": s.id, "sha": s.sha, "ref": s.ref, "status": s.status, "name": s.name,
-                "target_url": s.target_url, "description": s.description, "created_at": s.created_at,
-                "started_at": s.started_at, "finished_at": s.finished_at, "allow_failure": False,
-                "coverage": s.coverage, "pipeline_id": s.pipeline_id, "author": self._author(s.author_id)}
+        return {
+            "id": s.id,
+            "sha": s.sha,
+            "ref": s.ref,
+            "status": s.status,
+            "name": s.name,
+            "target_url": s.target_url,
+            "description": s.description,
+            "created_at": s.created_at,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "allow_failure": False,
+            "coverage": s.coverage,
+            "pipeline_id": s.pipeline_id,
+            "author": self._author(s.author_id),
+        }
 
     def _job_status_api(self, j: Job) -> dict[str, Any]:
         p = self.pipelines_by_id[j.pipeline_id]
-        return {"id": j.id, "sha": p.sha, "ref": p.ref, "status": j.status, "name": j.name, "stage": j.stage,
-                "target_url": self._job_api(j)["web_url"], "description": None, "created_at": j.created_at,
-                "started_at": None, "finished_at": None, "allow_failure": j.allow_failure, "coverage": None,
-                "pipeline_id": p.id, "author": self._author(self.bot_user_id)}
+        return {
+            "id": j.id,
+            "sha": p.sha,
+            "ref": p.ref,
+            "status": j.status,
+            "name": j.name,
+            "stage": j.stage,
+            "target_url": self._job_api(j)["web_url"],
+            "description": None,
+            "created_at": j.created_at,
+            "started_at": None,
+            "finished_at": None,
+            "allow_failure": j.allow_failure,
+            "coverage": None,
+            "pipeline_id": p.id,
+            "author": self._author(self.bot_user_id),
+        }
 
     def _job_api(self, j: Job) -> dict[str, Any]:
         p = self.pipelines_by_id[j.pipeline_id]
         project = self.projects[j.project_id]
-        return {"id": j.id, "name": j.name, "stage": j.stage, "status": j.status, "ref": p.ref, "tag": False,
-                "allow_failure": j.allow_failure, "retried": j.retried, "created_at": j.created_at,
-                "started_at": None, "finished_at": None,
-                "web_url": f"{self.base_url}/{project.path_with_namespace}/-/jobs/{j.id}",
-                "commit": {"id": p.sha}, "pipeline": {k: v for k, v in self._pipeline_api(p).items()
-                                                      if k in ("id", "iid", "project_id", "sha", "ref", "status",
-                                                               "source")},
-                "project": {"id": project.id}}
+        return {
+            "id": j.id,
+            "name": j.name,
+            "stage": j.stage,
+            "status": j.status,
+            "ref": p.ref,
+            "tag": False,
+            "allow_failure": j.allow_failure,
+            "retried": j.retried,
+            "created_at": j.created_at,
+            "started_at": None,
+            "finished_at": None,
+            "web_url": f"{self.base_url}/{project.path_with_namespace}/-/jobs/{j.id}",
+            "commit": {"id": p.sha},
+            "pipeline": {
+                k: v
+                for k, v in self._pipeline_api(p).items()
+                if k in ("id", "iid", "project_id", "sha", "ref", "status", "source")
+            },
+            "project": {"id": project.id},
+        }
 
     def _mr_api(self, mr: MergeRequest, detailed: bool) -> dict[str, Any]:
         project = self.projects[mr.project_id]
         data: dict[str, Any] = {
-            "id": mr.id, "iid": mr.iid, "project_id": mr.project_id, "title": mr.title, "state": mr.state,
-            "source_branch": mr.source_branch, "target_branch": mr.target_branch,
-            "source_project_id": mr.project_id, "target_project_id": mr.project_id, "sha": mr.sha,
-            "draft": False, "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
-            "created_at": mr.created_at, "updated_at": mr.updated_at,
+            "id": mr.id,
+            "iid": mr.iid,
+            "project_id": mr.project_id,
+            "title": mr.title,
+            "state": mr.state,
+            "source_branch": mr.source_branch,
+            "target_branch": mr.target_branch,
+            "source_project_id": mr.project_id,
+            "target_project_id": mr.project_id,
+            "sha": mr.sha,
+            "draft": False,
+            "merge_status": "can_be_merged",
+            "detailed_merge_status": "mergeable",
+            "created_at": mr.created_at,
+            "updated_at": mr.updated_at,
             "web_url": f"{self.base_url}/{project.path_with_namespace}/-/merge_requests/{mr.iid}",
         }
         if detailed:
             # The head pipeline is the newest pipeline for the head sha on the MR ref or the source branch,
             # so a stray "external" pipeline on the branch takes that place, as it does on GitLab.
             refs = (f"refs/merge-requests/{mr.iid}/head", f"refs/merge-requests/{mr.iid}/merge", mr.source_branch)
-            head = max((p for p in self.pipelines_by_id.values()
-                        if p.project_id == mr.project_id and p.sha == mr.sha and p.ref in refs),
-                       key=lambda p: p.id, default=None)
+            head = max(
+                (
+                    p
+                    for p in self.pipelines_by_id.values()
+                    if p.project_id == mr.project_id and p.sha == mr.sha and p.ref in refs
+                ),
+                key=lambda p: p.id,
+                default=None,
+            )
             data["head_pipeline"] = self._pipeline_api(head) if head else None
         return data
 
     def _note_api(self, n: Note) -> dict[str, Any]:
-        return {"id": n.id, "type": None, "body": n.body, "attachment": None, "author": self._author(n.author_id),
-                "created_at": n.created_at, "updated_at": n.updated_at, "system": False, "noteable_id": n.mr_id,
-                "noteable_type": "MergeRequest", "noteable_iid": n.mr_iid, "project_id": n.project_id,
-                "resolvable": False, "confidential": False, "internal": False}
+        return {
+            "id": n.id,
+            "type": None,
+            "body": n.body,
+            "attachment": None,
+            "author": self._author(n.author_id),
+            "created_at": n.created_at,
+            "updated_at": n.updated_at,
+            "system": False,
+            "noteable_id": n.mr_id,
+            "noteable_type": "MergeRequest",
+            "noteable_iid": n.mr_iid,
+            "project_id": n.project_id,
+            "resolvable": False,
+            "confidential": False,
+            "internal": False,
+        }

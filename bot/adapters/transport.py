@@ -21,10 +21,10 @@ class QoS(kombu_redis.QoS):
         try:
             return super().restore_unacked(client)
         except (AttributeError, OSError, redis.RedisError) as exc:
-            log.warning("Redis unreachable while closing: unacked messages left for redelivery (%s)",
-                        type(exc).__name__)
+            log.warning(
+                "Redis unreachable while closing: unacked messages left for redelivery (%s)", type(exc).__name__
+            )
             return None
-
 
     def ack(self, delivery_tag: Any) -> None:
         # Acking on a channel whose connection was dropped (Redis restarted) raises AttributeError out
@@ -33,15 +33,13 @@ class QoS(kombu_redis.QoS):
         try:
             super().ack(delivery_tag)
         except (AttributeError, OSError, redis.RedisError) as exc:
-            log.warning("ack lost with the Redis connection (%s): the task will be redelivered",
-                        type(exc).__name__)
+            log.warning("ack lost with the Redis connection (%s): the task will be redelivered", type(exc).__name__)
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         try:
             super().reject(delivery_tag, requeue=requeue)
         except (AttributeError, OSError, redis.RedisError) as exc:
-            log.warning("reject lost with the Redis connection (%s): the task will be redelivered",
-                        type(exc).__name__)
+            log.warning("reject lost with the Redis connection (%s): the task will be redelivered", type(exc).__name__)
 
 
 class Channel(kombu_redis.Channel):

@@ -1,19 +1,23 @@
-"""The Celery app built from settings: reliability options, each with the reason for its value."""
+"""The Celery app on Redis, for the producer (web) and the workers: reliability options, each with its reason."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from celery import Celery
 
-from bot.config import Settings
+from bot.core.settings import Settings
 
 QUEUE = "ecr-scan-gate"
 
 
 def make_celery(settings: Settings) -> Celery:
+    """The app without any task code: the web process only sends tasks by name (workers/main.py adds them)."""
     app = Celery("ecr_scan_gate", broker=settings.redis.url)
     app.conf.update(
         # kombu's Redis transport, hardened so a Redis outage cannot kill the worker (see the module).
-        broker_transport="workers.transport:Transport",
+        broker_transport="bot.adapters.transport:Transport",
         # Ack only after the task ran: a worker killed mid-task leaves the message to be redelivered.
         task_acks_late=True,
         # ...and also when the child process dies (SIGKILL, OOM) rather than raising.
@@ -27,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_transport_options={
             # Unacked messages (incl. countdown retries held by a worker) come back after this; every
-            # countdown is capped at half of it (workers/tasks.py), so a waiting retry is never
+            # countdown is capped at half of it (workers/tasks.py `capped`), so a waiting retry is never
             # delivered twice while a killed worker's tasks still return within the scan timeout.
             "visibility_timeout": settings.celery.visibility_timeout_s,
             # Look for abandoned messages every ~visibility/4 s instead of kombu's default 100 s.
@@ -39,8 +43,7 @@ def make_celery(settings: Settings) -> Celery:
         # The webhook must answer within GitLab's 10 s: publishing gives up after ~3 s and the
         # receiver answers 503 instead (GitLab records the failure; the delivery can be resent).
         broker_connection_timeout=2,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
-                                   "interval_max": 1},
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
         # Workers keep reconnecting to a restarted Redis by themselves.
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
@@ -56,3 +59,16 @@ def make_celery(settings: Settings) -> Celery:
         timezone="UTC",
     )
     return app
+
+
+Enqueue = Callable[[str, dict[str, Any]], str]
+
+
+def producer(settings: Settings) -> Enqueue:
+    """Send a task by name with one JSON argument; returns the task id. Loads no worker code."""
+    app = make_celery(settings)
+
+    def enqueue(task: str, payload: dict[str, Any]) -> str:
+        return str(app.send_task(task, args=[payload]).id)
+
+    return enqueue

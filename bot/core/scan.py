@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from bot.errors import TransientError
-from bot.models import Finding, Phase, Reason, ScanResult, Severity
+from bot.core.errors import TransientError
+from bot.core.models import Finding, Phase, Reason, ScanResult, Severity
 
 IN_PROGRESS_STATUSES = frozenset({"IN_PROGRESS"})
 # Enhanced (Inspector) scanning: ACTIVE/PENDING mean "monitoring"; findings may not exist yet.
@@ -54,8 +55,6 @@ TRANSIENT_CODES = frozenset(
 )
 
 _ACTION_RE = re.compile(r"perform:\s*(ecr:[A-Za-z]+)")
-# Not-found answers can be ECR's eventual consistency right after a push; only these are re-asked.
-GRACE_REASONS = frozenset({Reason.SCAN_NOT_FOUND, Reason.IMAGE_NOT_FOUND})
 
 
 def classify_error(code: str, message: str, http_status: int | None, action: str) -> ScanResult:
@@ -129,45 +128,41 @@ def classify_response(answer: Mapping[str, Any]) -> ScanResult:
     description = str(status_obj.get("description") or "")
     digest = str((answer.get("imageId") or {}).get("imageDigest") or "")
     findings_obj = answer.get("imageScanFindings")
-    common = {"ecr_status": status, "detail": description, "digest": digest}
+    waiting = ScanResult(Phase.IN_PROGRESS, ecr_status=status, detail=description, digest=digest)
 
     if status in IN_PROGRESS_STATUSES:
-        return ScanResult(Phase.IN_PROGRESS, **common)
+        return waiting
     if status in _FINAL_STATUSES:
-        return ScanResult(Phase.FINAL, reason=_FINAL_STATUSES[status], **common)
+        return replace(waiting, phase=Phase.FINAL, reason=_FINAL_STATUSES[status])
     if status not in {"COMPLETE", *ENHANCED_WAITING_STATUSES}:
         shown = status or "no imageScanStatus.status"
-        return ScanResult(Phase.FINAL, reason=Reason.ERROR, **{**common, "detail": f"unknown scan status: {shown}"})
+        return replace(waiting, phase=Phase.FINAL, reason=Reason.ERROR, detail=f"unknown scan status: {shown}")
     if not isinstance(findings_obj, Mapping):
         if status in ENHANCED_WAITING_STATUSES:
-            return ScanResult(Phase.IN_PROGRESS, **common)
-        # The runbook's silent pass: a COMPLETE answer with nothing in it is not "clean".
-        return ScanResult(
-            Phase.FINAL,
+            return waiting
+        # The silent pass: a COMPLETE answer with nothing in it is not "clean".
+        return replace(
+            waiting,
+            phase=Phase.FINAL,
             reason=Reason.ERROR,
-            **{**common, "detail": "ECR said COMPLETE but sent no imageScanFindings object"},
+            detail="ECR said COMPLETE but sent no imageScanFindings object",
         )
     enhanced_raw = findings_obj.get("enhancedFindings")
     basic_raw = findings_obj.get("findings")
     enhanced = enhanced_raw is not None or status in ENHANCED_WAITING_STATUSES
     if status in ENHANCED_WAITING_STATUSES and enhanced_raw is None and "findingSeverityCounts" not in findings_obj:
-        return ScanResult(Phase.IN_PROGRESS, **common)
+        return waiting
     findings = tuple(_enhanced_finding(f) for f in enhanced_raw or () if isinstance(f, Mapping)) + tuple(
         _basic_finding(f) for f in basic_raw or () if isinstance(f, Mapping)
     )
-    return ScanResult(
-        Phase.COMPLETE,
+    return replace(
+        waiting,
+        phase=Phase.COMPLETE,
         counts=_counts(findings_obj.get("findingSeverityCounts")),
         findings=findings,
         enhanced=enhanced,
         completed_at=str(findings_obj.get("imageScanCompletedAt") or ""),
-        **common,
     )
-
-
-def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
-    """True when a not-found answer came too soon after the push to be believed yet."""
-    return result.reason in GRACE_REASONS and elapsed_s < grace_s
 
 
 def merge_pages(pages: list[Mapping[str, Any]]) -> dict[str, Any]:

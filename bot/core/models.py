@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
+
+from pydantic import TypeAdapter
+
+# An image digest as ECR names it; anything else ECR sends in that field is never trusted as one.
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Severity(StrEnum):
@@ -50,7 +57,7 @@ class Reason(StrEnum):
 
     @property
     def exit_code(self) -> int:
-        """CLI exit code (DESIGN §3)."""
+        """The CLI gate's exit code for this reason (README: "Exit codes")."""
         return _EXIT_CODES[self]
 
     @property
@@ -91,6 +98,41 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class Image:
+    """Where an image lives in ECR: the one image type of routing, the ECR adapter, policy and reports.
+
+    Built from config only, never from a webhook payload. `digest` is empty until ECR names one.
+    """
+
+    repository: str
+    tag: str = ""
+    digest: str = ""
+    region: str = "us-east-1"
+    registry_id: str = ""  # "" = the caller's own account
+    role_arn: str = ""  # "" = the default credential chain
+
+    @property
+    def reference(self) -> str:
+        """The tag the pipeline pushed, or the digest when the image was named by digest only."""
+        return self.tag or self.digest
+
+    @property
+    def registry_host(self) -> str:
+        return f"{self.registry_id}.dkr.ecr.{self.region}.amazonaws.com" if self.registry_id else ""
+
+    @property
+    def registry_flag(self) -> str:
+        """The `--registry-id` flag for the aws commands in remediation texts."""
+        return f" --registry-id {self.registry_id}" if self.registry_id else ""
+
+    def pinned(self, digest: str) -> Image:
+        """Pinned to the first well-formed digest ECR names: a mutable tag can be re-pointed mid-pipeline."""
+        if self.digest or not DIGEST_RE.fullmatch(digest):
+            return self
+        return replace(self, digest=digest)
+
+
+@dataclass(frozen=True)
 class Finding:
     """One vulnerability, normalised from a basic or an enhanced ECR finding."""
 
@@ -107,31 +149,6 @@ class Finding:
     @property
     def active(self) -> bool:
         return self.status.upper() == "ACTIVE"
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "id": self.id,
-            "severity": self.severity.value,
-            "package": self.package,
-            "installed_version": self.installed_version,
-            "fixed_version": self.fixed_version,
-            "url": self.url,
-            "description": self.description,
-            "status": self.status,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> Finding:
-        return cls(
-            id=data.get("id", ""),
-            severity=Severity.parse(data.get("severity")),
-            package=data.get("package", ""),
-            installed_version=data.get("installed_version", ""),
-            fixed_version=data.get("fixed_version", ""),
-            url=data.get("url", ""),
-            description=data.get("description", ""),
-            status=data.get("status", "ACTIVE"),
-        )
 
 
 @dataclass(frozen=True)
@@ -171,50 +188,15 @@ class Verdict:
     def passed(self) -> bool:
         return self.reason is Reason.PASSED
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "reason": self.reason.value,
-            "summary": self.summary,
-            "remediation": self.remediation,
-            "detail": self.detail,
-            "digest": self.digest,
-            "counts": {k.value: v for k, v in self.counts.items()},
-            "blocking": [f.to_dict() for f in self.blocking],
-            "blocking_total": self.blocking_total,
-            "enhanced": self.enhanced,
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Verdict:
-        return cls(
-            reason=Reason(data["reason"]),
-            summary=data.get("summary", ""),
-            remediation=data.get("remediation", ""),
-            detail=data.get("detail", ""),
-            digest=data.get("digest", ""),
-            counts={Severity.parse(k): int(v) for k, v in (data.get("counts") or {}).items()},
-            blocking=tuple(Finding.from_dict(f) for f in data.get("blocking") or ()),
-            blocking_total=int(data.get("blocking_total", 0)),
-            enhanced=bool(data.get("enhanced", False)),
-        )
+_VERDICT = TypeAdapter(Verdict)
 
 
-class GateState(StrEnum):
-    """Lifecycle of one gate (image × commit × pipeline)."""
-
-    WAITING = "waiting"  # pending status posted; the push job has not succeeded yet
-    POLLING = "polling"  # the image was pushed; asking ECR for its scan
-    DONE = "done"  # a verdict (or cancellation) is recorded; never changes again
+def dump_verdict(verdict: Verdict) -> dict[str, Any]:
+    """JSON-safe form of a verdict (for Redis and the CLI's --json); load_verdict reverses it."""
+    data: dict[str, Any] = _VERDICT.dump_python(verdict, mode="json")
+    return data
 
 
-@dataclass(frozen=True)
-class ImageReport:
-    """One image's section of the MR note, as the report renderer needs it."""
-
-    repository: str
-    tag: str
-    state: GateState
-    status_name: str
-    verdict: Verdict | None = None  # set when state is DONE
-    pipeline_url: str = ""
-    registry: str = ""  # e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com
+def load_verdict(data: object) -> Verdict:
+    return _VERDICT.validate_python(data)

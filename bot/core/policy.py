@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from bot.models import Finding, Phase, Reason, ScanResult, Severity, Verdict
+from bot.core.models import Finding, Image, Phase, Reason, ScanResult, Severity, Verdict
 
 
 @dataclass(frozen=True)
@@ -16,21 +16,7 @@ class Policy:
     ignore: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Target:
-    """The image a verdict is about, for remediation text."""
-
-    repository: str
-    tag: str = ""
-    region: str = "us-east-1"
-    registry_id: str | None = None
-
-    @property
-    def registry_flag(self) -> str:
-        return f" --registry-id {self.registry_id}" if self.registry_id else ""
-
-
-def remediation(reason: Reason, t: Target, detail: str = "") -> str:
+def remediation(reason: Reason, t: Image, detail: str = "") -> str:
     """What the user should do next; commands use the configured names only."""
     repo, region, reg = t.repository, t.region, t.registry_flag
     texts = {
@@ -41,7 +27,7 @@ def remediation(reason: Reason, t: Target, detail: str = "") -> str:
         f"`aws ecr put-image-scanning-configuration --repository-name {repo}{reg} --region {region} "
         "--image-scanning-configuration scanOnPush=true` (or a registry scanning rule), then re-run the pipeline.",
         Reason.ACCESS_DENIED: _access_denied_text(_missing_action(detail)),
-        Reason.IMAGE_NOT_FOUND: f"No image {repo}:{t.tag} exists in ECR. Check that the push job pushed this "
+        Reason.IMAGE_NOT_FOUND: f"No image {repo}:{t.reference} exists in ECR. Check that the push job pushed this "
         "tag and that the image's `tag` template in the gate config matches it.",
         Reason.REPOSITORY_NOT_FOUND: f"ECR repository {repo} does not exist in {region}{reg}. "
         "Check the repository, region and registry_id in the gate config.",
@@ -62,10 +48,14 @@ def remediation(reason: Reason, t: Target, detail: str = "") -> str:
 
 def _access_denied_text(action: str) -> str:
     if action.startswith("`sts:"):
-        return (f"The bot could not assume the image's role_arn ({action} refused). Allow the bot's identity "
-                "sts:AssumeRole on that role and let the role's trust policy name it.")
-    return (f"The gate's AWS identity is not allowed to read the scan. Grant {action} on the repository ARN "
-            "(see docs/iam-policy.json); do not use ecr:*.")
+        return (
+            f"The bot could not assume the image's role_arn ({action} refused). Allow the bot's identity "
+            "sts:AssumeRole on that role and let the role's trust policy name it."
+        )
+    return (
+        f"The gate's AWS identity is not allowed to read the scan. Grant {action} on the repository ARN "
+        "(see docs/iam-policy.json); do not use ecr:*."
+    )
 
 
 def _missing_action(detail: str) -> str:
@@ -90,11 +80,13 @@ _SUMMARIES = {
 }
 
 
-def failed_verdict(reason: Reason, target: Target, *, detail: str = "", status: str = "", digest: str = "",
-                   waited_s: float = 0.0) -> Verdict:
+def failed_verdict(
+    reason: Reason, target: Image, *, detail: str = "", status: str = "", digest: str = "", waited_s: float = 0.0
+) -> Verdict:
     """A verdict for every reason other than passed/blocked."""
-    summary = _SUMMARIES[reason].format(repo=target.repository, tag=target.tag, status=status or "none",
-                                        waited=int(waited_s))
+    summary = _SUMMARIES[reason].format(
+        repo=target.repository, tag=target.reference, status=status or "none", waited=int(waited_s)
+    )
     return Verdict(
         reason=reason,
         summary=summary,
@@ -106,24 +98,27 @@ def failed_verdict(reason: Reason, target: Target, *, detail: str = "", status: 
 
 def _blocking(result: ScanResult, policy: Policy) -> tuple[tuple[Finding, ...], int]:
     """Listed blocking findings, plus blocking findings counted by ECR but not listed (fail closed)."""
-    listed = [
-        f for f in result.findings
-        if f.severity in policy.fail_on and f.active and f.id not in policy.ignore
-    ]
+    listed = [f for f in result.findings if f.severity in policy.fail_on and f.active and f.id not in policy.ignore]
     listed.sort(key=lambda f: (f.severity.rank, f.id))
     seen = Counter(f.severity for f in result.findings)
     unseen = sum(max(0, result.counts.get(sev, 0) - seen.get(sev, 0)) for sev in policy.fail_on)
     return tuple(listed), len(listed) + unseen
 
 
-def decide(result: ScanResult, policy: Policy, target: Target) -> Verdict:
+def decide(result: ScanResult, policy: Policy, target: Image) -> Verdict:
     """The verdict for a final ScanResult. An IN_PROGRESS result is a caller bug: it fails closed."""
     if result.phase is Phase.IN_PROGRESS:
-        return failed_verdict(Reason.ERROR, target, detail="decided before the scan finished",
-                              status=result.ecr_status, digest=result.digest)
+        return failed_verdict(
+            Reason.ERROR,
+            target,
+            detail="decided before the scan finished",
+            status=result.ecr_status,
+            digest=result.digest,
+        )
     if result.phase is Phase.FINAL:
-        return failed_verdict(result.reason or Reason.ERROR, target, detail=result.detail,
-                              status=result.ecr_status, digest=result.digest)
+        return failed_verdict(
+            result.reason or Reason.ERROR, target, detail=result.detail, status=result.ecr_status, digest=result.digest
+        )
     counts = dict(result.counts)
     if not counts and result.findings:
         counts = dict(Counter(f.severity for f in result.findings if f.active))

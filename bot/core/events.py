@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 
 class InvalidEvent(ValueError):
@@ -39,6 +41,9 @@ MAX_PATH = 1024
 MAX_TEXT = 2048  # display-only fields (url, created_at, source)
 
 
+Obj = dict[str, Any]  # a JSON object of the payload
+
+
 def _describe(value: object) -> str:
     """A short, safe description of a bad value: never echoes more than a few characters."""
     if value is None:
@@ -49,38 +54,41 @@ def _describe(value: object) -> str:
         return repr(value) if len(value) <= 32 else f"a string of {len(value)} characters"
     if isinstance(value, int | float):  # magnitude first: str() of a huge int raises ValueError
         return f"the number {value:.6g}" if abs(value) < 1e15 else "a non-finite or very large number"
-    return {dict: "an object", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+    if isinstance(value, dict):
+        return "an object"
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
 
 
-def _get(obj: dict, key: str, where: str) -> Any:
+def _get(obj: Obj, key: str, where: str) -> Any:
     if key not in obj:
         raise InvalidEvent(f"{where}{key} is missing")
     return obj[key]
 
 
-def _obj(value: object, field: str) -> dict:
+def _obj(value: object, field: str) -> Obj:
     if not isinstance(value, dict):
         raise InvalidEvent(f"{field}: expected an object, got {_describe(value)}")
     return value
 
 
-def _check(obj: dict, key: str, where: str, ok: Callable[[Any], Any], expected: str) -> Any:
+def _check(obj: Obj, key: str, where: str, ok: Callable[[Any], Any], expected: str) -> Any:
     value = _get(obj, key, where)
     if not ok(value):
         raise InvalidEvent(f"{where}{key}: expected {expected}, got {_describe(value)}")
     return value
 
 
-def _int(obj: dict, key: str, where: str = "", minimum: int = 1) -> int:
+def _int(obj: Obj, key: str, where: str = "", minimum: int = 1) -> int:
     # `type(v) is int`, not isinstance: bool is an int subclass and JSON true must not pass for an id.
     ok = lambda v: type(v) is int and minimum <= v <= _MAX_ID  # noqa: E731
-    return _check(obj, key, where, ok, f"an integer >= {minimum}")
+    value: int = _check(obj, key, where, ok, f"an integer >= {minimum}")
+    return value
 
 
-def _str(obj: dict, key: str, where: str = "", max_len: int = MAX_NAME, optional: bool = False) -> str:
+def _str(obj: Obj, key: str, where: str = "", max_len: int = MAX_NAME, optional: bool = False) -> str:
     if optional and obj.get(key) is None:
         return ""
-    value = _check(obj, key, where, lambda v: isinstance(v, str), "a string")
+    value: str = _check(obj, key, where, lambda v: isinstance(v, str), "a string")
     if not value and not optional:
         raise InvalidEvent(f"{where}{key}: must not be empty")
     if len(value) > max_len:
@@ -88,18 +96,26 @@ def _str(obj: dict, key: str, where: str = "", max_len: int = MAX_NAME, optional
     return value
 
 
-def _sha(obj: dict, key: str, where: str = "") -> str:
+def _sha(obj: Obj, key: str, where: str = "") -> str:
     ok = lambda v: isinstance(v, str) and _SHA.fullmatch(v)  # noqa: E731
-    return _check(obj, key, where, ok, "a 40-character hex commit sha").lower()
+    value: str = _check(obj, key, where, ok, "a 40-character hex commit sha")
+    return value.lower()
 
 
-def _status(obj: dict, key: str, where: str = "") -> str:
-    return _check(obj, key, where, lambda v: isinstance(v, str) and v in STATUSES, "a GitLab CI status")
+def _status(obj: Obj, key: str, where: str = "") -> str:
+    value: str = _check(obj, key, where, lambda v: isinstance(v, str) and v in STATUSES, "a GitLab CI status")
+    return value
+
+
+# Events travel to the workers as JSON and are re-validated there: an unknown key is refused, not dropped.
+_FORBID_EXTRA = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
 class Build:
     """One job of a pipeline as listed in the Pipeline Hook's builds[]."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID_EXTRA
 
     id: int
     name: str
@@ -110,6 +126,8 @@ class Build:
 @dataclass(frozen=True)
 class PipelineEvent:
     """A Pipeline Hook: `ref` is the branch even for merge request pipelines (source_ref)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID_EXTRA
 
     kind: ClassVar[EventKind] = EventKind.PIPELINE
     project_id: int
@@ -143,6 +161,8 @@ class PipelineEvent:
 class JobEvent:
     """A Job Hook. For merge request pipelines `ref` is refs/merge-requests/<iid>/head, not the branch."""
 
+    __pydantic_config__: ClassVar[ConfigDict] = _FORBID_EXTRA
+
     kind: ClassVar[EventKind] = EventKind.JOB
     project_id: int
     project_path: str  # "" when the payload has no `project` object (see _parse_job)
@@ -170,7 +190,7 @@ def _parse_build(value: object, i: int) -> Build:
     )
 
 
-def _parse_pipeline(payload: dict) -> PipelineEvent:
+def _parse_pipeline(payload: Obj) -> PipelineEvent:
     attrs = _obj(_get(payload, "object_attributes", ""), "object_attributes")
     project = _obj(_get(payload, "project", ""), "project")
     a, p = "object_attributes.", "project."
@@ -200,7 +220,7 @@ def _parse_pipeline(payload: dict) -> PipelineEvent:
     )
 
 
-def _parse_job(payload: dict) -> JobEvent:
+def _parse_job(payload: Obj) -> JobEvent:
     project_id = _int(payload, "project_id")
     # Older Job Hooks lack `project`; their `project_name` is Project#full_name (data_builder/build.rb),
     # a display name ("Acme / Platform / payments-api"), not a path. A path guessed from it could match
@@ -231,7 +251,7 @@ def _parse_job(payload: dict) -> JobEvent:
 def parse_event(event_header: str | None, payload: object) -> Event | None:
     """The typed event, or None for kinds the bot ignores; InvalidEvent for a malformed one."""
     try:
-        kind = EventKind(event_header)
+        kind = EventKind(event_header or "")
     except ValueError:
         return None  # Merge Request Hook, Note Hook, Push Hook, ... or no header at all
     payload = _obj(payload, "payload")
@@ -244,23 +264,25 @@ def parse_event(event_header: str | None, payload: object) -> Event | None:
     return _parse_pipeline(payload) if kind is EventKind.PIPELINE else _parse_job(payload)
 
 
+# Celery carries events as JSON: TypeAdapters write and re-validate them (unknown or missing keys refused).
+_ADAPTERS: dict[EventKind, TypeAdapter[Any]] = {
+    EventKind.PIPELINE: TypeAdapter(PipelineEvent),
+    EventKind.JOB: TypeAdapter(JobEvent),
+}
+
+
 def event_to_dict(event: Event) -> dict[str, Any]:
     """JSON-safe form for Celery task arguments; event_from_dict reverses it."""
-    data = asdict(event)
-    if isinstance(event, PipelineEvent):
-        data["builds"] = [asdict(b) for b in event.builds]
+    data: dict[str, Any] = _ADAPTERS[event.kind].dump_python(event, mode="json")
     return {"kind": event.kind.value, **data}
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
+def event_from_dict(data: object) -> Event:
     """Rebuild an event from event_to_dict's output; InvalidEvent if it is not one."""
-    data = dict(_obj(data, "event"))
+    fields = dict(_obj(data, "event"))
     try:
-        cls = PipelineEvent if EventKind(data.pop("kind", None)) is EventKind.PIPELINE else JobEvent
-        if cls is PipelineEvent:
-            data["builds"] = tuple(Build(**_obj(b, "builds[]")) for b in _get(data, "builds", ""))
-        return cls(**data)
-    except InvalidEvent:
-        raise
-    except (TypeError, ValueError) as exc:  # unknown kind, missing or extra keys
+        kind = EventKind(fields.pop("kind", None))
+        event: Event = _ADAPTERS[kind].validate_python(fields)
+    except (ValueError, ValidationError) as exc:  # unknown kind, missing, extra or mistyped keys
         raise InvalidEvent(f"event: not a serialized event ({exc.__class__.__name__})") from None
+    return event

@@ -12,10 +12,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from bot.config import EcrSettings
-from bot.errors import PermanentError, TransientError
-from bot.models import Reason, ScanResult
-from bot.scan import TRANSIENT_CODES, classify_error, classify_response, merge_pages
+from bot.core.errors import PermanentError, TransientError
+from bot.core.models import Image, Reason, ScanResult
+from bot.core.scan import TRANSIENT_CODES, classify_error, classify_response, merge_pages
+from bot.core.settings import EcrSettings
 
 DESCRIBE_FINDINGS = "ecr:DescribeImageScanFindings"
 DESCRIBE_IMAGES = "ecr:DescribeImages"
@@ -26,26 +26,16 @@ START_SCAN = "ecr:StartImageScan"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """Where an image lives in ECR. Built from config only, never from a webhook payload."""
+def _image_id(image: Image) -> dict[str, str]:
+    # Once known, the digest wins: a mutable tag can be re-pointed mid-pipeline.
+    return {"imageDigest": image.digest} if image.digest else {"imageTag": image.tag}
 
-    repository: str
-    tag: str = ""
-    digest: str = ""
-    region: str = "us-east-1"
-    registry_id: str | None = None
-    role_arn: str | None = None
 
-    def image_id(self) -> dict[str, str]:
-        # Once known, the digest wins: a mutable tag can be re-pointed mid-pipeline.
-        return {"imageDigest": self.digest} if self.digest else {"imageTag": self.tag}
-
-    def request(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"repositoryName": self.repository, "imageId": self.image_id()}
-        if self.registry_id:
-            args["registryId"] = self.registry_id
-        return args
+def _request(image: Image) -> dict[str, Any]:
+    args: dict[str, Any] = {"repositoryName": image.repository, "imageId": _image_id(image)}
+    if image.registry_id:
+        args["registryId"] = image.registry_id
+    return args
 
 
 class _RoleCache:
@@ -95,7 +85,7 @@ class EcrApi:
             retries={"total_max_attempts": 1, "mode": "standard"},
         )
 
-    def client(self, image: ImageRef) -> Any:
+    def client(self, image: Image) -> Any:
         try:
             if image.role_arn:
                 return _roles.session(image.role_arn, image.region, self._config).client("ecr", config=self._config)
@@ -109,11 +99,11 @@ class EcrApi:
             # AssumeRole refused: the bot's identity cannot reach this account.
             raise _AssumeRoleDenied(f"sts:AssumeRole on {image.role_arn} refused ({code})") from None
 
-    def scan_findings(self, image: ImageRef, page_size: int = 1000) -> ScanResult:
+    def scan_findings(self, image: Image, page_size: int = 1000) -> ScanResult:
         """Read every page of DescribeImageScanFindings and classify it. Raises TransientError."""
         try:
             paginator = self.client(image).get_paginator("describe_image_scan_findings")
-            pages = list(paginator.paginate(**image.request(), PaginationConfig={"PageSize": page_size}))
+            pages = list(paginator.paginate(**_request(image), PaginationConfig={"PageSize": page_size}))
         except _AssumeRoleDenied as exc:
             return classify_error("AccessDenied", str(exc), 403, "sts:AssumeRole")
         except ClientError as exc:
@@ -124,7 +114,7 @@ class EcrApi:
             raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
         return classify_response(merge_pages(pages))
 
-    def _call(self, image: ImageRef, action: str, fn: Callable[[Any], T]) -> T:
+    def _call(self, image: Image, action: str, fn: Callable[[Any], T]) -> T:
         """One boto3 call; final refusals raise EcrCallError, throttling and 5xx TransientError."""
         try:
             return fn(self.client(image))
@@ -137,7 +127,7 @@ class EcrApi:
         except BotoCoreError as exc:
             raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
 
-    def describe_repository(self, image: ImageRef) -> RepositoryInfo:
+    def describe_repository(self, image: Image) -> RepositoryInfo:
         """DescribeRepositories for the image's repository."""
         args: dict[str, Any] = {"repositoryNames": [image.repository]}
         if image.registry_id:
@@ -152,7 +142,7 @@ class EcrApi:
             tag_mutability=str(repo.get("imageTagMutability") or "MUTABLE"),
         )
 
-    def registry_scanning(self, image: ImageRef) -> RegistryScanning:
+    def registry_scanning(self, image: Image) -> RegistryScanning:
         """The registry scanning configuration of the calling account in the image's region."""
         answer = self._call(image, GET_REGISTRY_SCANNING, lambda c: c.get_registry_scanning_configuration())
         config = answer.get("scanningConfiguration") or {}
@@ -166,9 +156,9 @@ class EcrApi:
         # No configuration defined means BASIC (botocore's model documentation).
         return RegistryScanning(str(answer.get("registryId") or ""), str(config.get("scanType") or "BASIC"), rules)
 
-    def describe_image(self, image: ImageRef) -> ImageInfo:
+    def describe_image(self, image: Image) -> ImageInfo:
         """DescribeImages for one image (by digest once known, else by tag)."""
-        args = {"repositoryName": image.repository, "imageIds": [image.image_id()]}
+        args = {"repositoryName": image.repository, "imageIds": [_image_id(image)]}
         if image.registry_id:
             args["registryId"] = image.registry_id
         detail = self._call(image, DESCRIBE_IMAGES, lambda c: c.describe_images(**args))["imageDetails"][0]
@@ -178,11 +168,21 @@ class EcrApi:
             scan_status=str((detail.get("imageScanStatus") or {}).get("status") or ""),
         )
 
-    def start_scan(self, image: ImageRef) -> str:
-        """StartImageScan; returns the scan status ECR answers (basic scanning only, one per image per day)."""
-        answer = self._call(image, START_SCAN, lambda c: c.start_image_scan(**image.request()))
-        return str((answer.get("imageScanStatus") or {}).get("status") or "")
+    def caller_arn(self, region: str) -> str:
+        """sts:GetCallerIdentity: who the default credential chain is. EcrCallError when there are none."""
+        try:
+            return str(boto3.client("sts", region_name=region, config=self._config).get_caller_identity()["Arn"])
+        except NoCredentialsError:
+            raise EcrCallError(
+                classify_error("NoCredentials", "no AWS credentials found", None, "sts:GetCallerIdentity")
+            ) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"sts:GetCallerIdentity failed: {type(exc).__name__}") from None
 
+    def start_scan(self, image: Image) -> str:
+        """StartImageScan; returns the scan status ECR answers (basic scanning only, one per image per day)."""
+        answer = self._call(image, START_SCAN, lambda c: c.start_image_scan(**_request(image)))
+        return str((answer.get("imageScanStatus") or {}).get("status") or "")
 
 
 class _AssumeRoleDenied(Exception):

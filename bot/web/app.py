@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 
-from bot.config import Settings, load_settings
+from bot.adapters.queue import Enqueue, producer
+from bot.adapters.store import Store
+from bot.config import load_settings
+from bot.core.settings import Settings
 from bot.logs import install_redaction
-from bot.state import Store
-from bot.webhook import Enqueue, WebhookDeps, bp, json_error_handler
+from bot.web.webhook import WebhookDeps, bp, json_error_handler
 
 
-def celery_enqueue(settings: Settings) -> Enqueue:
-    """Producer only: the web process sends tasks by name and never imports the task code."""
-    from workers.celery_app import make_celery
-
-    app = make_celery(settings)
-
-    def enqueue(task: str, payload: dict) -> str:
-        return app.send_task(task, args=[payload]).id
-
-    return enqueue
-
-
-def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               enqueue: Enqueue | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, enqueue: Enqueue | None = None
+) -> Flask:
     """Refuses to start without a webhook secret: load_settings lists that with every other problem."""
     settings = settings or load_settings()
     if not settings.webhook_secrets:
@@ -36,14 +27,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     # Flask refuses larger bodies with 413 before the view reads them.
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook.max_body_bytes
     # Socket timeouts of 1 s: GitLab waits 10 s for us, and a dead Redis must yield a fast 503.
-    store = store or Store.from_url(settings.redis.url, settings.redis.gate_ttl_s, socket_timeout_s=1.0,
-                                    prefix=settings.redis.key_prefix)
-    app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue or celery_enqueue(settings))
+    store = store or Store.from_url(
+        settings.redis.url, settings.redis.gate_ttl_s, socket_timeout_s=1.0, prefix=settings.redis.key_prefix
+    )
+    app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue or producer(settings))
     app.register_blueprint(bp)
     app.register_error_handler(413, json_error_handler)
 
     @app.get("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
+    def healthz() -> tuple[Response, int]:
         ok = store.ping()
         return jsonify(status="ok" if ok else "degraded", redis="ok" if ok else "unreachable"), 200 if ok else 503
 

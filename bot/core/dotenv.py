@@ -1,19 +1,14 @@
-"""The gate's dotenv artifact: VULN_* counts, SCAN_REASON and IMAGE_DIGEST for later jobs of the pipeline."""
+"""Pure: the gate's dotenv artifact text: VULN_* counts, SCAN_REASON and IMAGE_DIGEST for later jobs."""
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
-from bot.models import Reason, Severity, Verdict
+from bot.core.models import DIGEST_RE, Reason, Severity, Verdict
 
 # GitLab refuses a dotenv artifact of 5 KB or more (Ci::ParseDotenvArtifactService: size < limit).
 DOTENV_LIMIT_BYTES = 5 * 1024
 KEYS = ("VULN_CRITICAL", "VULN_HIGH", "VULN_MEDIUM", "VULN_LOW", "VULN_TOTAL", "SCAN_REASON", "IMAGE_DIGEST")
 # Not a Reason: the gate never reached ECR because its arguments or config were wrong.
 CONFIG_ERROR_REASON = "config_error"
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _COMPLETE = frozenset({Reason.PASSED, Reason.BLOCKED})
 
 
@@ -21,13 +16,13 @@ def render(verdict: Verdict | None, reason: str = "") -> str:
     """One KEY=VALUE per line, nothing else: GitLab's parser rejects blank and comment lines.
 
     Counts are written only for a finished scan. For any other outcome they are empty, never 0, so a
-    later job cannot mistake "no scan" for "no findings" (the runbook's silent pass).
+    later job cannot mistake "no scan" for "no findings" (a silent pass).
     """
     values = dict.fromkeys(KEYS, "")
     if verdict is not None:
         values["SCAN_REASON"] = verdict.reason.value
         # The digest is ECR's text: only a well-formed digest is written, so no value can smuggle a line.
-        values["IMAGE_DIGEST"] = verdict.digest if _DIGEST_RE.fullmatch(verdict.digest) else ""
+        values["IMAGE_DIGEST"] = verdict.digest if DIGEST_RE.fullmatch(verdict.digest) else ""
         if verdict.reason in _COMPLETE:
             for severity in (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW):
                 values[f"VULN_{severity.value}"] = str(int(verdict.counts.get(severity, 0)))
@@ -38,11 +33,3 @@ def render(verdict: Verdict | None, reason: str = "") -> str:
     if len(text.encode()) >= DOTENV_LIMIT_BYTES:  # cannot happen with these values; a guard, not a branch
         raise ValueError("dotenv artifact would exceed GitLab's 5 KB limit")
     return text
-
-
-def write(path: str | os.PathLike[str], verdict: Verdict | None, reason: str = "") -> None:
-    """Replace the file (not append: a retried job must not leave two values per key)."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(render(verdict, reason), encoding="utf-8")
-    os.replace(tmp, target)

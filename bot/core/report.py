@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from bot.markdown import (
+from bot.core.gate import Gate, GateState
+from bot.core.markdown import (
     advisory_url,
     clean,
     md_code,
@@ -15,7 +17,7 @@ from bot.markdown import (
     table_cell,
     table_row,
 )
-from bot.models import Finding, GateState, ImageReport, Reason, Severity, Verdict
+from bot.core.models import Finding, Reason, Severity, Verdict
 
 MARKER = "<!-- ecr-scan-gate -->"
 DESCRIPTION_LIMIT = 255  # GitLab's limit for a commit status description
@@ -66,6 +68,27 @@ def status_polling(repository: str, ecr_status: str) -> StatusPayload:
     return StatusPayload("running", clean(f"ECR scan {status} for {repo}", DESCRIPTION_LIMIT))
 
 
+def gate_status(gate: Gate) -> StatusPayload:
+    """The status a gate's commit status should show now."""
+    if gate.state is GateState.DONE and gate.verdict is not None:
+        return status_for(gate.verdict)
+    if gate.state is GateState.POLLING and gate.progress.ecr_status:
+        return status_polling(gate.repository, gate.progress.ecr_status)
+    return status_waiting(gate.repository)
+
+
+def project_url(gitlab_url: str, project_path: str) -> str:
+    # Links are built from the configured GitLab URL only, never from URLs in a payload.
+    return f"{gitlab_url}/{quote(project_path, safe='/')}"
+
+
+def target_url(gitlab_url: str, gate: Gate) -> str:
+    """Where a commit status links to: the MR when there is one, else the pipeline."""
+    if gate.mr_iid:
+        return f"{project_url(gitlab_url, gate.project_path)}/-/merge_requests/{gate.mr_iid}"
+    return f"{project_url(gitlab_url, gate.project_path)}/-/pipelines/{gate.pipeline_id}"
+
+
 def note_has_marker(body: str) -> bool:
     """True for a note this bot wrote: the marker opens the body (elsewhere it is someone quoting it).
 
@@ -74,9 +97,9 @@ def note_has_marker(body: str) -> bool:
     return body.lstrip("\ufeff \t\r\n").startswith(MARKER)
 
 
-def render_note(images: Sequence[ImageReport], *, project_path: str, sha: str, max_listed: int = 20) -> str:
+def render_note(images: Sequence[Gate], *, project_path: str, sha: str, max_listed: int = 20) -> str:
     """The whole MR note: marker, overall result, one section per image, footer; under NOTE_LIMIT."""
-    ordered = sorted(images, key=lambda r: (r.repository, r.tag, r.status_name))
+    ordered = sorted(images, key=lambda r: (r.image.repository, r.image.tag, r.status_name))
     head = _header(ordered, project_path, sha)
     budget = min(BODY_BUDGET, NOTE_LIMIT) - len(head) - len(_FOOTER) - 400
     bare = [_section(r, listed=0, row_budget=0) for r in ordered]
@@ -105,17 +128,17 @@ def render_note(images: Sequence[ImageReport], *, project_path: str, sha: str, m
     return body + ("" if body.endswith("\n") else "\n")
 
 
-def _has_findings(report: ImageReport) -> bool:
+def _has_findings(report: Gate) -> bool:
     verdict = _shown_verdict(report)
     return bool(verdict and verdict.blocking)
 
 
-def _shown_verdict(report: ImageReport) -> Verdict | None:
+def _shown_verdict(report: Gate) -> Verdict | None:
     """The verdict to show: only a finished gate has one (a stale verdict on a waiting gate is ignored)."""
     return report.verdict if report.state is GateState.DONE else None
 
 
-def _status_word(report: ImageReport) -> str:
+def _status_word(report: Gate) -> str:
     if report.state is GateState.WAITING:
         return "WAITING"
     if report.state is GateState.POLLING:
@@ -131,7 +154,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _title(images: Sequence[ImageReport]) -> str:
+def _title(images: Sequence[Gate]) -> str:
     words = [_status_word(r) for r in images]
     n = len(words)
     failed = sum(w in ("FAILED", "BLOCKED") for w in words)
@@ -149,7 +172,7 @@ def _title(images: Sequence[ImageReport]) -> str:
     return "ECR scan gate: the image passed" if n == 1 else f"ECR scan gate: all {n} images passed"
 
 
-def _header(images: Sequence[ImageReport], project_path: str, sha: str) -> str:
+def _header(images: Sequence[Gate], project_path: str, sha: str) -> str:
     where = f" in {md_code(project_path, 200)}" if clean(project_path, 200) else ""
     commit = md_code(clean(sha, 64)[:8]) or "(unknown)"
     return f"{MARKER}\n### {_title(images)}\n\nResults for commit {commit}{where}."
@@ -167,21 +190,25 @@ def _counts_table(counts: Mapping[Severity, int]) -> str:
     columns = list(_COUNT_ORDER)
     if _count(counts, Severity.UNTRIAGED):
         columns.append(Severity.UNTRIAGED)
-    return "\n".join([
-        table_row(c.value for c in columns),
-        "|" + "---:|" * len(columns),
-        table_row(str(_count(counts, c)) for c in columns),
-    ])
+    return "\n".join(
+        [
+            table_row(c.value for c in columns),
+            "|" + "---:|" * len(columns),
+            table_row(str(_count(counts, c)) for c in columns),
+        ]
+    )
 
 
 def _finding_row(finding: Finding) -> str:
-    return table_row([
-        safe_link(finding.id, advisory_url(finding.id, finding.url)),
-        finding.severity.value,
-        table_cell(finding.package),
-        table_cell(finding.installed_version),
-        table_cell(finding.fixed_version),
-    ])
+    return table_row(
+        [
+            safe_link(finding.id, advisory_url(finding.id, finding.url)),
+            finding.severity.value,
+            table_cell(finding.package),
+            table_cell(finding.installed_version),
+            table_cell(finding.fixed_version),
+        ]
+    )
 
 
 def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
@@ -203,15 +230,17 @@ def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
     return "\n\n".join(parts)
 
 
-def _section(report: ImageReport, *, listed: int, row_budget: int) -> str:
-    label = report.repository + (f":{report.tag}" if report.tag else "")
+def _section(report: Gate, *, listed: int, row_budget: int) -> str:
+    label = report.image.repository + (f":{report.image.tag}" if report.image.tag else "")
     parts = [f"#### {_status_word(report)} · {md_code(label, 400) or '(unnamed image)'}"]
     verdict = _shown_verdict(report)
     if verdict is None:
-        parts.append({
-            GateState.WAITING: "Waiting for the image to be pushed and scanned.",
-            GateState.POLLING: "ECR is scanning the image; this section updates when the scan finishes.",
-        }.get(report.state, "Finished without a verdict: treat the image as failed and re-run the pipeline."))
+        parts.append(
+            {
+                GateState.WAITING: "Waiting for the image to be pushed and scanned.",
+                GateState.POLLING: "ECR is scanning the image; this section updates when the scan finishes.",
+            }.get(report.state, "Finished without a verdict: treat the image as failed and re-run the pipeline.")
+        )
     else:
         parts.append(md_inline(verdict.summary) or md_code(verdict.reason.value))
     meta = [f"Reason {md_code(verdict.reason.value)}"] if verdict else []
@@ -221,8 +250,8 @@ def _section(report: ImageReport, *, listed: int, row_budget: int) -> str:
         meta.append("enhanced scanning" if verdict.enhanced else "basic scanning")
     if clean(report.status_name, 300):
         meta.append(f"commit status {md_code(report.status_name, 300)}")
-    if clean(report.registry, 200):
-        meta.append(f"registry {md_code(report.registry, 200)}")
+    if clean(report.image.registry_host, 200):
+        meta.append(f"registry {md_code(report.image.registry_host, 200)}")
     if meta:
         line = " · ".join(meta)
         parts.append(line[0].upper() + line[1:])
@@ -241,9 +270,7 @@ def _section(report: ImageReport, *, listed: int, row_budget: int) -> str:
     if verdict.blocking or verdict.blocking_total:
         parts.append(_findings_block(verdict, listed, row_budget))
     if verdict.reason in _COMPLETE:
-        others = sum(_count(verdict.counts, s) for s in Severity) - max(
-            verdict.blocking_total, len(verdict.blocking)
-        )
+        others = sum(_count(verdict.counts, s) for s in Severity) - max(verdict.blocking_total, len(verdict.blocking))
         if others > 0:
             parts.append(f"{_plural(others, 'non-blocking finding')} counted above, not listed.")
     return "\n\n".join(parts)

@@ -8,10 +8,12 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from bot.config import Settings
+from pydantic import SecretStr
+
+from bot.core.settings import Settings
 
 
 class AuthResult(StrEnum):
@@ -34,12 +36,12 @@ def _header_bytes(value: str) -> bytes:
         return value.encode("utf-8", "surrogatepass")
 
 
-def token_ok(given: str, secrets: tuple[str, ...]) -> bool:
+def token_ok(given: str, secrets: Sequence[SecretStr]) -> bool:
     """Compare against every active secret without short-circuiting, in constant time each."""
     ok = False
     for secret in secrets:
         # surrogateescape: a secret from a non-UTF-8 environment compares as the bytes it was given.
-        ok |= hmac.compare_digest(_header_bytes(given), secret.encode("utf-8", "surrogateescape"))
+        ok |= hmac.compare_digest(_header_bytes(given), secret.get_secret_value().encode("utf-8", "surrogateescape"))
     return ok
 
 
@@ -53,8 +55,9 @@ def _signing_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-def signature_ok(headers: Mapping[str, str], body: bytes, key: str, tolerance_s: int,
-                 now: float | None = None) -> AuthResult:
+def signature_ok(
+    headers: Mapping[str, str], body: bytes, key: str, tolerance_s: int, now: float | None = None
+) -> AuthResult:
     """Standard Webhooks: v1,<base64 HMAC-SHA256 of "id.timestamp.body">; several may be listed."""
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
@@ -78,10 +81,11 @@ def authenticate(headers: Mapping[str, str], body: bytes, settings: Settings) ->
     """Every credential that is presented must verify; at least one must be presented."""
     token = headers.get("X-Gitlab-Token")
     signed = "webhook-signature" in headers
-    if token is None and not (signed and settings.signing_key):
+    key = settings.signing_key.get_secret_value()
+    if token is None and not (signed and key):
         return AuthResult.MISSING
     if token is not None and not token_ok(token, settings.webhook_secrets):
         return AuthResult.WRONG
-    if signed and settings.signing_key:
-        return signature_ok(headers, body, settings.signing_key, settings.webhook.signature_tolerance_s)
+    if signed and key:
+        return signature_ok(headers, body, key, settings.webhook.signature_tolerance_s)
     return AuthResult.OK

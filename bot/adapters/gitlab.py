@@ -8,14 +8,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError, GitlabHttpError
+from pydantic import SecretStr
 
-from bot.config import GitLabSettings
-from bot.errors import PermanentError, TransientError
-from bot.report import note_has_marker
+from bot.core.errors import PermanentError, TransientError
+from bot.core.report import note_has_marker
+from bot.core.settings import GitLabSettings
 
 T = TypeVar("T")
 _retry_after = threading.local()
@@ -50,9 +52,9 @@ def _translated(what: str) -> Iterator[None]:
         if code == 429 or code == 409 or code >= 500:
             retry_after = getattr(_retry_after, "value", None)
             raise TransientError(f"GitLab {code} on {what}: {_message(exc)}", retry_after) from None
-        raise PermanentError(f"GitLab {code} on {what}: {_message(exc)}") from None
-    except GitlabError as exc:
-        raise PermanentError(f"GitLab error on {what}: {type(exc).__name__}") from None
+        raise PermanentError(f"GitLab {code} on {what}: {_message(exc)}", code) from None
+    except GitlabError as exc:  # e.g. GitlabAuthenticationError (401), which is no GitlabHttpError
+        raise PermanentError(f"GitLab error on {what}: {type(exc).__name__}", exc.response_code or 0) from None
     except requests.RequestException as exc:
         raise TransientError(f"GitLab unreachable on {what}: {type(exc).__name__}", uncertain=True) from None
 
@@ -76,12 +78,12 @@ class Job:
 class GitLabApi:
     """One instance per worker process; every method makes a bounded number of HTTP calls."""
 
-    def __init__(self, settings: GitLabSettings, token: str) -> None:
+    def __init__(self, settings: GitLabSettings, token: SecretStr) -> None:
         session = requests.Session()
         session.hooks["response"].append(_remember_retry_after)
         self._gl = _NoSleepGitlab(
             settings.url,
-            private_token=token,
+            private_token=token.get_secret_value(),
             timeout=settings.timeout_s,
             ssl_verify=settings.verify_tls,
             retry_transient_errors=False,
@@ -95,9 +97,16 @@ class GitLabApi:
         with _translated(what):
             return fn()
 
+    def _get(self, what: str, path: str) -> dict[str, Any]:
+        """GET one object; anything but a JSON object is refused (a proxy's HTML page, say)."""
+        data = self._call(what, lambda: self._gl.http_get(path))
+        if not isinstance(data, dict):
+            raise PermanentError(f"GitLab sent no JSON object on {what}")
+        return data
+
     def bot_user_id(self) -> int:
         if self._user_id is None:
-            self._user_id = self._call("GET /user", lambda: self._gl.http_get("/user")["id"])
+            self._user_id = int(self.current_user()["id"])
         return self._user_id
 
     def project_path(self, project_id: int) -> str:
@@ -105,7 +114,7 @@ class GitLabApi:
         cached = self._paths.get(project_id)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        data = self._call("GET project", lambda: self._gl.http_get(f"/projects/{project_id}"))
+        data = self._get("GET project", f"/projects/{project_id}")
         path = str(data.get("path_with_namespace") or "")
         self._paths[project_id] = (path, time.monotonic() + 600)
         return path
@@ -126,8 +135,11 @@ class GitLabApi:
         """The state of the newest status of that name on that pipeline ("" when there is none)."""
         items = self._call(
             "GET commit statuses",
-            lambda: self._gl.http_list(f"/projects/{project_id}/repository/commits/{sha}/statuses", get_all=True,
-                                       query_data={"name": name, "pipeline_id": pipeline_id}),
+            lambda: self._gl.http_list(
+                f"/projects/{project_id}/repository/commits/{sha}/statuses",
+                get_all=True,
+                query_data={"name": name, "pipeline_id": pipeline_id},
+            ),
         )
         mine = [s for s in items if s.get("name") == name and s.get("pipeline_id") in (None, pipeline_id)]
         return str(max(mine, key=lambda s: int(s["id"]))["status"]) if mine else ""
@@ -138,8 +150,13 @@ class GitLabApi:
             lambda: self._gl.http_list(f"/projects/{project_id}/repository/commits/{sha}/merge_requests", get_all=True),
         )
         return [
-            MergeRequest(int(m.get("project_id") or project_id), int(m["iid"]), str(m.get("sha") or ""),
-                         str(m.get("state") or ""), str(m.get("web_url") or ""))
+            MergeRequest(
+                int(m.get("project_id") or project_id),
+                int(m["iid"]),
+                str(m.get("sha") or ""),
+                str(m.get("state") or ""),
+                str(m.get("web_url") or ""),
+            )
             for m in items
             if int(m.get("project_id") or project_id) == project_id
         ]
@@ -157,7 +174,7 @@ class GitLabApi:
 
     def pipeline_status(self, project_id: int, pipeline_id: int) -> str:
         path = f"/projects/{project_id}/pipelines/{pipeline_id}"
-        data = self._call("GET pipeline", lambda: self._gl.http_get(path))
+        data = self._get("GET pipeline", path)
         return str(data.get("status") or "")
 
     def upsert_note(self, project_id: int, iid: int, body: str) -> int:
@@ -166,20 +183,53 @@ class GitLabApi:
         me = self.bot_user_id()
         notes = self._call("GET notes", lambda: self._gl.http_list(base, get_all=True, query_data={"sort": "asc"}))
         # Ours: by the bot's own user (anyone can write the marker) and starting with the marker.
-        mine = [n for n in notes
-                if (n.get("author") or {}).get("id") == me and note_has_marker(str(n.get("body") or ""))]
+        mine = [
+            n for n in notes if (n.get("author") or {}).get("id") == me and note_has_marker(str(n.get("body") or ""))
+        ]
         if mine:
             note = mine[0]
             if note.get("body") != body:
                 self._call("PUT note", lambda: self._gl.http_put(f"{base}/{note['id']}", post_data={"body": body}))
             return int(note["id"])
         created = self._call("POST note", lambda: self._gl.http_post(base, post_data={"body": body}))
+        if not isinstance(created, dict):
+            raise PermanentError("GitLab sent no JSON object on POST note")
         return int(created["id"])
 
     def find_job(self, project_id: int, pipeline_id: int, name: str) -> Job | None:
         """The newest job of that name in the pipeline (retries create new jobs)."""
         jobs = [j for j in self.pipeline_jobs(project_id, pipeline_id) if j.name == name]
         return max(jobs, key=lambda j: j.id) if jobs else None
+
+    # --- what the doctor reads -------------------------------------------------------------------
+    def current_user(self) -> dict[str, Any]:
+        """GET /user: the bot's own account (PermanentError with status 401 for a bad token)."""
+        return self._get("GET /user", "/user")
+
+    def token_scopes(self) -> list[str] | None:
+        """The token's scopes; None where GitLab cannot say (before 15.5, or not a personal access token)."""
+        try:
+            data = self._get("GET token", "/personal_access_tokens/self")
+        except PermanentError:
+            return None
+        return [str(s) for s in data.get("scopes") or ()]
+
+    def project(self, ident: int | str) -> dict[str, Any]:
+        """GET /projects/:id by id or path, with the caller's permissions."""
+        path = f"/projects/{quote(str(ident), safe='')}"
+        return self._get("GET project", path)
+
+    def hooks(self, kind: str, ident: int | str) -> list[dict[str, Any]] | None:
+        """The webhooks of a project or group (`kind` "projects" or "groups"); None when not readable.
+
+        Listing hooks needs Maintainer on a project and Owner on a group; group hooks need Premium (404).
+        """
+        path = f"/{kind}/{quote(str(ident), safe='')}/hooks"
+        try:
+            items = self._call("GET hooks", lambda: self._gl.http_list(path, get_all=True))
+        except PermanentError:
+            return None
+        return [dict(h) for h in items]
 
 
 __all__ = ["GitLabApi", "Job", "MergeRequest", "PermanentError", "TransientError"]

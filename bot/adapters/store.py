@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, fields, replace
+from typing import cast
 
 import redis
+from pydantic import TypeAdapter
+from redis.lock import Lock
 
-from bot.models import GateState, Verdict
+from bot.core.gate import Gate, commit_key
+from bot.core.models import Image, Verdict, dump_verdict
+from bot.core.poll import Progress
 
 DEFAULT_PREFIX = "esg"
 OPEN = "open"  # sorted set of unfinished gate keys, scored by creation time
@@ -83,76 +87,38 @@ return wait
 """
 
 
-@dataclass
-class Gate:
-    """One image of one commit in one pipeline."""
-
-    project_id: int
-    project_path: str
-    sha: str
-    ref: str
-    pipeline_id: int
-    repository: str
-    tag: str
-    push_job: str
-    region: str
-    status_name: str
-    registry_id: str = ""
-    role_arn: str = ""
-    pipeline_url: str = ""
-    source: str = ""
-    mr_iid: int = 0  # 0: not a merge request pipeline (look the MR up by commit)
-    state: GateState = GateState.WAITING
-    created_at: float = 0.0
-    polling_since: float = 0.0
-    deadline: float = 0.0
-    last_progress: float = 0.0
-    poll_gen: int = 0
-    attempts: int = 0
-    digest: str = ""
-    ecr_status: str = ""
-    posted_state: str = ""
-    posting: str = ""  # the state of a status POST that was started; set before, cleared by posted_state
-    noted: int = 0  # 1 once the MR note showed this gate's verdict (or there was no note to show it in)
-    verdict: Verdict | None = field(default=None)
-
-    @property
-    def key(self) -> str:
-        return gate_key(self.project_id, self.pipeline_id, self.repository)
-
-    def to_redis(self) -> dict[str, str]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["verdict"] = json.dumps(self.verdict.to_dict()) if self.verdict else ""
-        return {k: str(v) for k, v in data.items()}
-
-    @classmethod
-    def from_redis(cls, raw: dict[str, str]) -> Gate:
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in raw:
-                continue
-            value = raw[f.name]
-            if f.name == "state":
-                kwargs[f.name] = GateState(value)
-            elif f.name == "verdict":
-                kwargs[f.name] = Verdict.from_dict(json.loads(value)) if value else None
-            elif f.type in ("int", int):
-                kwargs[f.name] = int(float(value or 0))
-            elif f.type in ("float", float):
-                kwargs[f.name] = float(value or 0)
-            else:
-                kwargs[f.name] = value
-        return cls(**kwargs)
+_GATE: TypeAdapter[Gate] = TypeAdapter(Gate)
+# A gate is one Redis hash with flat fields (the Lua scripts above read and write some of them): the image's
+# and the progress' fields sit beside the gate's own, the verdict is one JSON field.
+_NESTED = ("image", "progress")
+_NESTED_FIELDS = {name: tuple(f.name for f in fields(cls)) for name, cls in (("image", Image), ("progress", Progress))}
 
 
-def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:
-    """A gate's key, relative to the store's prefix (so several deployments can share one Redis)."""
-    return f"gate:{project_id}:{pipeline_id}:{repository}"
+def to_hash(gate: Gate) -> dict[str, str]:
+    data = _GATE.dump_python(gate, mode="json")
+    flat: dict[str, object] = {k: v for k, v in data.items() if k not in (*_NESTED, "verdict")}
+    for name in _NESTED:
+        flat.update(data[name])
+    flat["verdict"] = json.dumps(data["verdict"]) if data["verdict"] else ""
+    return {k: str(v) for k, v in flat.items()}
 
 
-def commit_key(project_id: int, sha: str) -> str:
-    return f"commit:{project_id}:{sha}"
+def _progress_fields(image: Image, progress: Progress) -> dict[str, str]:
+    """What a poll changes: its progress and the digest it pinned."""
+    return {"digest": image.digest, **{k: str(v) for k, v in asdict(progress).items()}}
+
+
+def _pairs(values: Mapping[str, str]) -> list[str]:
+    return [x for kv in values.items() for x in kv]
+
+
+def from_hash(raw: Mapping[str, str]) -> Gate:
+    nested = {name: {k: raw[k] for k in keys if k in raw} for name, keys in _NESTED_FIELDS.items()}
+    own: dict[str, object] = {
+        k: v for k, v in raw.items() if k not in _NESTED_FIELDS["image"] + _NESTED_FIELDS["progress"]
+    }
+    own["verdict"] = json.loads(raw["verdict"]) if raw.get("verdict") else None
+    return _GATE.validate_python({**own, **nested})
 
 
 class Store:
@@ -171,11 +137,11 @@ class Store:
         self._mr_latest = client.register_script(_MR_LATEST)
 
     @classmethod
-    def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0,
-                 prefix: str = DEFAULT_PREFIX) -> Store:
+    def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0, prefix: str = DEFAULT_PREFIX) -> Store:
         # A short socket timeout: the webhook must answer 503 quickly when Redis is gone.
-        client = redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-                                      decode_responses=True)
+        client = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s, decode_responses=True
+        )
         return cls(client, gate_ttl_s, prefix)
 
     def _k(self, key: str) -> str:
@@ -183,15 +149,15 @@ class Store:
 
     # --- gates -------------------------------------------------------------------------------------
     def create(self, gate: Gate) -> bool:
-        gate.created_at = gate.created_at or time.time()
-        flat = [x for kv in gate.to_redis().items() for x in kv]
+        gate = gate if gate.created_at else replace(gate, created_at=time.time())
+        flat = [x for kv in to_hash(gate).items() for x in kv]
         keys = [self._k(gate.key), self._k(commit_key(gate.project_id, gate.sha)), self._k(OPEN)]
         # The commit set and the open set hold relative keys; ARGV carries the relative gate key too.
         return bool(self._create(keys=keys, args=[self.ttl, gate.created_at, gate.key, *flat]))
 
     def get(self, key: str) -> Gate | None:
-        raw = self.r.hgetall(self._k(key))
-        return Gate.from_redis(raw) if raw else None
+        raw = cast(dict[str, str], self.r.hgetall(self._k(key)))  # decode_responses: replies are str
+        return from_hash(raw) if raw else None
 
     def start_polling(self, key: str, now: float, deadline: float) -> int:
         return int(self._start(keys=[self._k(key)], args=[now, deadline]))
@@ -200,15 +166,17 @@ class Store:
         """The new generation if this run is the one to poll now, else 0 (a duplicate or stale copy)."""
         return int(self._claim(keys=[self._k(key)], args=[gen, now]))
 
-    def progress(self, key: str, gen: int, **values: object) -> bool:
-        flat = [str(x) for kv in values.items() for x in kv]
-        return bool(self._progress(keys=[self._k(key)], args=[gen, *flat]))
+    def save_progress(self, key: str, gen: int, image: Image, progress: Progress, now: float) -> bool:
+        """Record a poll's progress (and the pinned digest), if this run still holds generation `gen`."""
+        values = _progress_fields(image, progress) | {"last_progress": str(now)}
+        return bool(self._progress(keys=[self._k(key)], args=[gen, *_pairs(values)]))
 
-    def finish(self, key: str, verdict: Verdict, **values: object) -> bool:
-        extra = [str(x) for kv in values.items() for x in kv]
-        return bool(self._finish(keys=[self._k(key)],
-                                 args=[key, "verdict", json.dumps(verdict.to_dict()),
-                                       "last_progress", str(time.time()), *extra]))
+    def finish(self, key: str, verdict: Verdict, image: Image | None = None, progress: Progress | None = None) -> bool:
+        """Record the verdict, exactly once: False when the gate was already done (another writer won)."""
+        values = {"verdict": json.dumps(dump_verdict(verdict)), "last_progress": str(time.time())}
+        if image is not None and progress is not None:
+            values |= _progress_fields(image, progress)
+        return bool(self._finish(keys=[self._k(key)], args=[key, *_pairs(values)]))
 
     def set_posted(self, key: str, state: str) -> None:
         self.r.hset(self._k(key), "posted_state", state)
@@ -224,14 +192,14 @@ class Store:
         self.r.hset(self._k(key), "last_progress", str(now))
 
     def gates_for_commit(self, project_id: int, sha: str) -> list[Gate]:
-        keys = sorted(self.r.smembers(self._k(commit_key(project_id, sha))))
+        keys = sorted(cast(set[str], self.r.smembers(self._k(commit_key(project_id, sha)))))
         gates = [self.get(k) for k in keys]
         return [g for g in gates if g is not None]
 
     def open_gates(self, batch: int = 500) -> Iterator[str]:
         start = 0
         while True:
-            keys = self.r.zrange(self._k(OPEN), start, start + batch - 1)
+            keys = cast(list[str], self.r.zrange(self._k(OPEN), start, start + batch - 1))
             if not keys:
                 return
             yield from keys
@@ -257,10 +225,11 @@ class Store:
         pid, head = self.r.hmget(self._k(f"mr:{project_id}:{iid}"), "pipeline_id", "sha")
         return int(pid or 0), str(head or "")
 
-    def status_lock(self, key: str) -> redis.lock.Lock:
+    def status_lock(self, key: str) -> Lock:
         # Serialises read-state-then-post for one gate so a stale "running" never lands after the verdict.
         # 30 s: longer than one status POST with its 10 s timeout.
-        return self.r.lock(self._k(f"{key}:status-lock"), timeout=30, blocking_timeout=0)
+        lock: Lock = self.r.lock(self._k(f"{key}:status-lock"), timeout=30, blocking_timeout=0)
+        return lock
 
     # --- webhook deliveries ------------------------------------------------------------------------
     def first_delivery(self, delivery_key: str, ttl_s: int) -> bool:
@@ -279,9 +248,10 @@ class Store:
         """Seconds to wait before the call may be made; 0.0 means go now (the token is taken)."""
         return int(self._take(keys=[self._k(f"bucket:{bucket}")], args=[rate_per_s, burst])) / 1000.0
 
-    def note_lock(self, project_id: int, iid: int) -> redis.lock.Lock:
+    def note_lock(self, project_id: int, iid: int) -> Lock:
         # 60 s: longer than one note rebuild (a few GitLab calls with a 10 s timeout each).
-        return self.r.lock(self._k(f"lock:note:{project_id}:{iid}"), timeout=60, blocking_timeout=0)
+        lock: Lock = self.r.lock(self._k(f"lock:note:{project_id}:{iid}"), timeout=60, blocking_timeout=0)
+        return lock
 
     def ping(self) -> bool:
         try:

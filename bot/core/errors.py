@@ -21,6 +21,11 @@ class TransientError(GateError):
 class PermanentError(GateError):
     """Retrying will not help: a 4xx that is our fault or a missing object."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        # The HTTP status the remote side answered, when there was one (the doctor explains 401 and 404).
+        self.status = status
+
 
 class ConfigError(GateError):
     """Configuration is invalid; `problems` lists every problem found, one line each."""

@@ -5,24 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from kombu.exceptions import KombuError
 
-from bot.auth import AuthResult, authenticate
-from bot.config import Settings
-from bot.events import Event, EventKind, InvalidEvent, JobEvent, PipelineEvent, event_to_dict, parse_event
-from bot.jsonlimits import TooDeep, loads_bounded
-from bot.routing import gates_for_job, gates_for_pipeline
-from bot.state import Store
+from bot.adapters.queue import Enqueue
+from bot.adapters.store import Store
+from bot.core.events import Event, EventKind, InvalidEvent, event_to_dict, parse_event
+from bot.core.routing import gates_for_event, why_ignored
+from bot.core.settings import Settings
+from bot.web.auth import AuthResult, authenticate
+from bot.web.limits import TooDeep, loads_bounded
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
-Enqueue = Callable[[str, dict], str]
 TASK_FOR = {EventKind.PIPELINE: "gate.pipeline_event", EventKind.JOB: "gate.job_event"}
 MAX_IDEMPOTENCY_KEY = 200
 CLAIM_TTL_S = 60
@@ -36,7 +37,8 @@ class WebhookDeps:
 
 
 def _deps() -> WebhookDeps:
-    return current_app.extensions["ecr_scan_gate"]
+    deps: WebhookDeps = current_app.extensions["ecr_scan_gate"]
+    return deps
 
 
 def _answer(http_status: int, **body: object) -> tuple[Response, int]:
@@ -61,28 +63,9 @@ def _utf8_clean(event: Event) -> bool:
     return True
 
 
-def _relevant(deps: WebhookDeps, event: object) -> str | None:
-    """None when the event concerns a configured gate; else why it is ignored."""
-    project = deps.settings.project_for(event.project_id, event.project_path)  # type: ignore[attr-defined]
-    if project is None:
-        return "project not configured"
-    if isinstance(event, JobEvent):
-        if event.job_name not in {i.push_job for i in project.images}:
-            return "job is not a configured push job"
-        if event.status != "success":
-            return f"push job {event.status}, waiting for success"
-    return None
-
-
 def _record_gates(deps: WebhookDeps, event: Event) -> None:
     project = deps.settings.project_for(event.project_id, event.project_path)
-    if project is None:
-        return
-    if isinstance(event, PipelineEvent):
-        gates = gates_for_pipeline(deps.settings, project, event)
-    else:
-        gates = gates_for_job(deps.settings, project, event)
-    for gate in gates:
+    for gate in gates_for_event(deps.settings, project, event) if project else ():
         deps.store.create(gate)
 
 
@@ -92,7 +75,8 @@ def webhook() -> tuple[Response, int]:
     body = request.get_data(cache=False)
     if len(body) > deps.settings.webhook.max_body_bytes:
         return _answer(413, error="payload too large")
-    auth = authenticate(request.headers, body, deps.settings)
+    # Werkzeug's headers are a case-insensitive mapping of str to str.
+    auth = authenticate(cast(Mapping[str, str], request.headers), body, deps.settings)
     if auth is not AuthResult.OK:
         # No detail: which check failed is of use only to an attacker.
         log.warning("webhook: rejected delivery (%s)", auth.value)
@@ -115,7 +99,7 @@ def webhook() -> tuple[Response, int]:
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
         return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
-    why = _relevant(deps, event)
+    why = why_ignored(deps.settings, event)
     if why:
         return _answer(200, status="ignored", reason=why)
     key = _delivery_key(body)
@@ -130,7 +114,7 @@ def webhook() -> tuple[Response, int]:
         # Gate records first: should the queued task be lost (kombu's Redis transport can drop a message
         # a worker dies holding), the sweep still finds these gates and finishes them. Redis only.
         _record_gates(deps, event)
-        task_id = deps.enqueue(TASK_FOR[EventKind(kind)], event_to_dict(event))
+        task_id = deps.enqueue(TASK_FOR[event.kind], event_to_dict(event))
     except (KombuError, redis.RedisError, OSError) as exc:
         log.error("webhook: enqueue failed (%s); answering 503 so the delivery can be resent", type(exc).__name__)
         try:

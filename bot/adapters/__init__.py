@@ -1,0 +1,1 @@
+"""Thin adapters at the edges: ECR (boto3), GitLab (python-gitlab), the Redis store and the Celery queue."""

@@ -1,0 +1,54 @@
+"""`doctor`: check the GitLab and ECR setup behind most silent passes; one line per check, with its fix."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Mapping
+
+from bot.adapters.ecr import EcrApi
+from bot.cli.doctor.ecr import ecr_lines
+from bot.cli.doctor.gitlab import gitlab_lines
+from bot.cli.doctor.lines import Level, Line
+from bot.config import load_settings
+from bot.core.settings import Settings, too_fast
+from bot.logs import env_secrets
+
+
+def config_lines(settings: Settings) -> Iterator[Line]:
+    if not settings.projects:
+        yield Line(
+            Level.WARN,
+            "config",
+            "no [[projects]] configured: the bot gates nothing",
+            "add a [[projects]] block with [[projects.images]] (config.example.toml)",
+        )
+    if too_fast(settings.scan.poll_interval_s):
+        yield Line(
+            Level.WARN,
+            "config",
+            f"[scan] poll_interval_s = {settings.scan.poll_interval_s:g} is below 10 s: "
+            "ECR throttles sustained polling",
+            "set [scan] poll_interval_s = 15",
+        )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`doctor`: one line per check; exit 1 when any check failed."""
+    settings = load_settings(args.config, env, require_secrets=False)
+    secrets = env_secrets(env)
+    counts = dict.fromkeys(Level, 0)
+    for source in (
+        config_lines(settings),
+        gitlab_lines(settings, env),
+        ecr_lines(settings, EcrApi(settings.ecr), args.start_scan),
+    ):
+        for line in source:
+            counts[line.level] += 1
+            print(line.render(secrets), flush=True)
+    warnings = f"{counts[Level.WARN]} warning{'' if counts[Level.WARN] == 1 else 's'}"
+    print(
+        f"doctor: {counts[Level.PASS]} passed, {warnings}, {counts[Level.FAIL]} failed",
+        file=sys.stderr if counts[Level.FAIL] else sys.stdout,
+    )
+    return 1 if counts[Level.FAIL] else 0

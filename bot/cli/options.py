@@ -1,0 +1,134 @@
+"""`check`'s options: flags, then CI variables, then the optional config file, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from bot.config import load_settings
+from bot.core.errors import ConfigError
+from bot.core.markdown import clean
+from bot.core.models import DIGEST_RE, Image, Severity
+from bot.core.policy import Policy
+from bot.core.settings import EcrSettings, ImageSettings, PolicySettings, ScanSettings, Settings
+
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,299}")
+# ECR_REGISTRY as CI variables spell it: 123456789012.dkr.ecr.us-east-1.amazonaws.com
+_REGISTRY_HOST_RE = re.compile(r"(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Everything one `check` run needs, resolved from flags, CI variables and the optional config."""
+
+    image: Image
+    policy: Policy
+    scan: ScanSettings
+    ecr: EcrSettings
+    dotenv: str | None = None
+    json: bool = False
+
+
+def _fail_on(value: object) -> tuple[Severity, ...]:
+    try:
+        # The config's own parsing: commas or spaces.
+        severities = PolicySettings.model_validate({"fail_on": value}).fail_on
+    except ValidationError as exc:
+        raise ConfigError([f"--fail-on: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]) from None
+    if not severities:
+        raise ConfigError(["--fail-on: give at least one severity, e.g. CRITICAL,HIGH (none would pass everything)"])
+    return severities
+
+
+def _config_image(settings: Settings | None, repository: str, registry_id: str | None) -> ImageSettings | None:
+    for project in settings.projects if settings else ():
+        for image in project.images:
+            if image.repository == repository and (registry_id is None or image.registry_id in (None, registry_id)):
+                return image
+    return None
+
+
+def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOptions:
+    """Flags, then CI variables, then the optional config file, then defaults. Lists every problem at once."""
+    path = args.config or env.get("ECR_GATE_CONFIG")
+    settings = load_settings(path, env, require_secrets=False) if path else None
+    problems: list[str] = []
+    repository = args.repository or env.get("ECR_REPO", "")
+    tag = args.tag or env.get("IMAGE_TAG", "")
+    digest = args.digest or ""
+    host = _REGISTRY_HOST_RE.fullmatch(env.get("ECR_REGISTRY", "").strip().rstrip("/"))
+    registry_id = args.registry_id or (host.group(1) if host else None)
+    conf = _config_image(settings, repository, registry_id)
+    region = (
+        args.region
+        or (host.group(2) if host else None)
+        or (conf.region if conf and "region" in conf.model_fields_set else None)
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    registry_id = registry_id or (conf.registry_id if conf else None)
+    if not repository:
+        problems.append("--repository (or ECR_REPO) is required")
+    if not tag and not digest:
+        problems.append("--tag (or IMAGE_TAG) or --digest is required")
+    if tag and not _TAG_RE.fullmatch(tag):
+        problems.append(f"--tag {clean(tag, 80)!r} is not a valid image tag")
+    if digest and not DIGEST_RE.fullmatch(digest):
+        problems.append("--digest must look like sha256:<64 hex digits>")
+    if repository:
+        try:  # the config's own validators for the repository name and registry id
+            ImageSettings(repository=repository, push_job="-", registry_id=registry_id, region=region)
+        except ValidationError as exc:
+            problems += [
+                f"--{'-'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}".replace(
+                    "--registry_id", "--registry-id"
+                )
+                for e in exc.errors()
+            ]
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region):
+        problems.append(f"--region {clean(region, 40)!r} is not an AWS region name")
+    scan = settings.scan if settings else ScanSettings()
+    flags = {
+        "interval": ("poll_interval_s", args.interval, 0.0),
+        "timeout": ("timeout_s", args.timeout, 0.0),
+        "not-found-grace": ("not_found_grace_s", args.not_found_grace, -1.0),
+    }
+    for flag, (_, value, floor) in flags.items():
+        if value is not None and not (math.isfinite(value) and value > floor):
+            problems.append(f"--{flag} must be a number {'>= 0' if floor < 0 else '> 0'}")
+    overrides = {key: value for key, value, _ in flags.values() if value is not None}
+    fail_on_raw = args.fail_on or env.get("FAIL_ON_SEVERITY")
+    try:
+        fail_on = (
+            _fail_on(fail_on_raw)
+            if fail_on_raw
+            else (
+                (conf.fail_on if conf and conf.fail_on else None)
+                or (settings.policy.fail_on if settings else None)
+                or _fail_on("CRITICAL,HIGH")
+            )
+        )
+    except ConfigError as exc:
+        problems += exc.problems
+        fail_on = ()
+    if problems:
+        raise ConfigError(problems)
+    scan = scan.model_copy(update=overrides)
+    ignore = frozenset(settings.policy.ignore) if settings else frozenset()
+    image = Image(
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        region=region,
+        registry_id=registry_id or "",
+        role_arn=(conf.role_arn if conf else None) or "",
+    )
+    return CheckOptions(
+        image, Policy(tuple(fail_on), ignore), scan, settings.ecr if settings else EcrSettings(), args.dotenv, args.json
+    )

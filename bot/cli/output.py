@@ -1,0 +1,89 @@
+"""`check`'s output: the text summary, the failure lines with what to do, --json, and the dotenv file."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.cli.options import CheckOptions
+from bot.core import dotenv
+from bot.core.markdown import clean
+from bot.core.models import Reason, Severity, Verdict, dump_verdict
+from bot.core.report import status_for
+
+MAX_LISTED = 20  # blocking findings printed; --json lists all
+_SHOWN = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFORMATIONAL)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    attempts: int
+    elapsed_s: float
+
+
+def write_dotenv(path: str | os.PathLike[str], verdict: Verdict | None, reason: str = "") -> None:
+    """Replace the file (not append: a retried job must not leave two values per key)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(dotenv.render(verdict, reason), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def summary_lines(opts: CheckOptions, outcome: Outcome) -> list[str]:
+    verdict, image = outcome.verdict, opts.image
+    name = f"{image.repository}:{image.tag}" if image.tag else image.repository
+    lines = [
+        f"{verdict.reason.value.upper()}: {clean(name, 200)}"
+        + (f" ({clean(verdict.digest, 80)})" if verdict.digest else "")
+        + f" after {outcome.attempts} attempt{'s' if outcome.attempts != 1 else ''}",
+        f"  {status_for(verdict).description}",
+    ]
+    if verdict.reason in (Reason.PASSED, Reason.BLOCKED):
+        lines.append(
+            "  counts: "
+            + " ".join(f"{s.value}={verdict.counts.get(s, 0)}" for s in _SHOWN)
+            + f" · blocking ({'/'.join(opts.policy.fail_on)})={verdict.blocking_total}"
+            + (" · enhanced scanning" if verdict.enhanced else " · basic scanning")
+        )
+    for f in verdict.blocking[:MAX_LISTED]:
+        fix = f" -> {clean(f.fixed_version, 60)}" if f.fixed_version else " (no fix listed)"
+        lines.append(
+            f"    {f.severity.value:<8} {clean(f.id, 80)}  {clean(f.package, 80)} {clean(f.installed_version, 60)}{fix}"
+        )
+    if verdict.blocking_total > min(len(verdict.blocking), MAX_LISTED):
+        lines.append(f"    …and {verdict.blocking_total - min(len(verdict.blocking), MAX_LISTED)} more")
+    return lines
+
+
+def failure_lines(verdict: Verdict) -> list[str]:
+    lines = [
+        f"ecr-scan-gate: {verdict.reason.value} (exit {verdict.reason.exit_code}): {status_for(verdict).description}"
+    ]
+    if verdict.detail and verdict.reason not in (Reason.PASSED, Reason.BLOCKED):
+        label = "detail" if verdict.reason is Reason.TIMEOUT else "ECR said"  # a timeout's detail is ours
+        lines.append(f"  {label}: {clean(verdict.detail, 500)}")
+    if verdict.remediation:
+        lines.append(f"  what to do: {clean(verdict.remediation, 1000)}")
+    if verdict.reason is Reason.TIMEOUT:
+        lines.append("  (for this command: raise --timeout; keep --interval at 15 s or more)")
+    return lines
+
+
+def as_json(opts: CheckOptions, outcome: Outcome) -> str:
+    data = dump_verdict(outcome.verdict)
+    if outcome.verdict.reason in (Reason.PASSED, Reason.BLOCKED):  # ECR omits zero counts; JSON readers want them
+        data["counts"] = {**{s.value: 0 for s in _SHOWN}, **data["counts"]}
+    data.update(
+        exit_code=outcome.verdict.reason.exit_code,
+        repository=opts.image.repository,
+        tag=opts.image.tag,
+        registry_id=opts.image.registry_id,
+        region=opts.image.region,
+        attempts=outcome.attempts,
+        elapsed_s=round(outcome.elapsed_s, 1),
+        fail_on=[s.value for s in opts.policy.fail_on],
+    )
+    return json.dumps(data, sort_keys=True)

@@ -1,0 +1,60 @@
+"""Pure: a gate (one image of one commit in one pipeline), its lifecycle states and its keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bot.core.models import Image, Verdict
+from bot.core.poll import Progress
+
+
+class GateState(StrEnum):
+    """Lifecycle of one gate (image × commit × pipeline)."""
+
+    WAITING = "waiting"  # pending status posted; the push job has not succeeded yet
+    POLLING = "polling"  # the image was pushed; asking ECR for its scan
+    DONE = "done"  # a verdict (or cancellation) is recorded; never changes again
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One image of one commit in one pipeline, with everything its poll, status and note need."""
+
+    project_id: int
+    project_path: str
+    sha: str
+    ref: str
+    pipeline_id: int
+    image: Image  # pinned to its digest once ECR named one
+    push_job: str
+    status_name: str
+    pipeline_url: str = ""
+    source: str = ""
+    mr_iid: int = 0  # 0: not a merge request pipeline (look the MR up by commit)
+    state: GateState = GateState.WAITING
+    created_at: float = 0.0
+    last_progress: float = 0.0  # last time a poll or the sweep looked at it
+    poll_gen: int = 0  # the poll run allowed to go on (see the store's claim)
+    progress: Progress = field(default_factory=Progress)
+    posted_state: str = ""
+    posting: str = ""  # the state of a status POST that was started; set before, cleared by posted_state
+    noted: int = 0  # 1 once the MR note showed this gate's verdict (or there was no note to show it in)
+    verdict: Verdict | None = None
+
+    @property
+    def key(self) -> str:
+        return gate_key(self.project_id, self.pipeline_id, self.image.repository)
+
+    @property
+    def repository(self) -> str:
+        return self.image.repository
+
+
+def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:
+    """A gate's key, relative to the store's prefix (so several deployments can share one Redis)."""
+    return f"gate:{project_id}:{pipeline_id}:{repository}"
+
+
+def commit_key(project_id: int, sha: str) -> str:
+    return f"commit:{project_id}:{sha}"

@@ -1,0 +1,127 @@
+"""Pure: the one polling rule: a gate's progress + an ECR answer (or none) + the time -> ask again | finish."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from bot.core.errors import TransientError
+from bot.core.markdown import clean
+from bot.core.models import Image, Reason, ScanResult, Verdict
+from bot.core.policy import Policy, decide, failed_verdict
+from bot.core.settings import ScanSettings
+
+# Not-found answers can be ECR's eventual consistency right after a push; only these are asked again.
+GRACE_REASONS = frozenset({Reason.SCAN_NOT_FOUND, Reason.IMAGE_NOT_FOUND})
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one gate's polling has got; the bot keeps it in Redis, the CLI gate in memory."""
+
+    polling_since: float = 0.0  # when the push was seen to succeed: the grace and the deadline count from here
+    deadline: float = 0.0
+    attempts: int = 0  # ECR answers and transient errors so far
+    failures: int = 0  # transient errors in a row: the backoff's exponent
+    ecr_status: str = ""  # the last status or error code ECR answered
+    last_error: str = ""  # the last transient error, for the timeout's text
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """The shared ECR rate limit said to wait `wait_s` before asking; nothing was asked."""
+
+    wait_s: float
+
+
+# What one run learned: ECR's (classified) answer, a transient error, the rate limiter's "not yet", or
+# None when nothing can be asked (the sweep finishing a gate whose poll task was lost).
+Answer = ScanResult | TransientError | RateLimited | None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Ask ECR again after `after_s` seconds, for `image` (pinned to its digest once ECR named one)."""
+
+    after_s: float
+    image: Image
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The gate is decided: post this verdict."""
+
+    verdict: Verdict
+    image: Image
+    progress: Progress
+
+
+Step = Wait | Finish
+
+
+def start(now: float, scan: ScanSettings) -> Progress:
+    """The progress of a gate whose push was just seen: the whole timeout is ahead of it."""
+    return Progress(polling_since=now, deadline=now + scan.timeout_s)
+
+
+def backoff(failures: int, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff, so pollers throttled together don't retry together."""
+    return rng.uniform(0.5, max(0.5, min(cap, 2.0 * 2 ** min(failures, 16))))
+
+
+def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
+    """True when a not-found answer came too soon after the push to be believed yet."""
+    return result.reason in GRACE_REASONS and elapsed_s < grace_s
+
+
+def timeout(image: Image, progress: Progress, now: float, how: str = "") -> Finish:
+    """The TIMEOUT verdict: not final by the deadline. `how` says who noticed (e.g. the sweep)."""
+    if progress.last_error:
+        detail = f"last error: {progress.last_error}"
+    else:
+        detail = f"last ECR status: {progress.ecr_status or 'no answer'}"
+    verdict = failed_verdict(
+        Reason.TIMEOUT,
+        image,
+        detail=detail + how,
+        status=progress.ecr_status or "none",
+        digest=image.digest,
+        waited_s=now - progress.polling_since,
+    )
+    return Finish(verdict, image, progress)
+
+
+def next_step(
+    image: Image, progress: Progress, answer: Answer, now: float, scan: ScanSettings, policy: Policy, rng: random.Random
+) -> Step:
+    """The next step of a gate after `answer`. Never a pass without a COMPLETE answer read."""
+    remaining = progress.deadline - now
+    if answer is None or isinstance(answer, RateLimited):
+        if remaining <= 0:
+            return timeout(image, progress, now)
+        wait = remaining if answer is None else answer.wait_s + rng.uniform(0, answer.wait_s)
+        return Wait(min(wait, remaining), image, progress)
+    if isinstance(answer, TransientError):
+        failures = progress.failures + 1
+        progress = replace(
+            progress, attempts=progress.attempts + 1, failures=failures, last_error=clean(str(answer), 200)
+        )
+        if remaining <= 0:
+            return timeout(image, progress, now)
+        wait = answer.retry_after if answer.retry_after else backoff(failures, scan.backoff_max_s, rng)
+        return Wait(min(wait, remaining), image, progress)
+    image = image.pinned(answer.digest)
+    progress = replace(
+        progress, attempts=progress.attempts + 1, failures=0, ecr_status=answer.ecr_status, last_error=""
+    )
+    early = within_grace(answer, now - progress.polling_since, scan.not_found_grace_s)
+    # A not-found answer still standing at the deadline is the answer (not a timeout): it says why.
+    if answer.is_final and (not early or remaining <= 0):
+        verdict = decide(answer, policy, image)
+        return Finish(
+            verdict if verdict.digest or not image.digest else replace(verdict, digest=image.digest), image, progress
+        )
+    if remaining <= 0:
+        return timeout(image, progress, now)
+    return Wait(min(scan.poll_interval_s, remaining), image, progress)

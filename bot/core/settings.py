@@ -1,0 +1,229 @@
+"""Pure: the config schema (pydantic models): every key, its default and why, validated up front."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from bot.core.models import Image, Severity
+
+TAG_FIELDS = ("sha", "short_sha", "ref_slug", "pipeline_id")
+_TAG_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+# Below this ECR starts throttling sustained pollers (ThrottlingException); 15 s is the usual safe floor.
+MIN_SAFE_INTERVAL_S = 10.0
+
+
+def too_fast(interval_s: float) -> bool:
+    """True for a poll interval that invites ECR throttling (warned about by config, check and doctor)."""
+    return interval_s < MIN_SAFE_INTERVAL_S
+
+
+class _Model(BaseModel):
+    # extra="forbid": a misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GitLabSettings(_Model):
+    url: str
+    # python-gitlab's default is no timeout at all; a hung GitLab must not hold a worker.
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    status_prefix: str = "ecr-scan-gate"
+    verify_tls: bool = True
+    # Cap of the jittered backoff between retries of a status or note after a 5xx/409/timeout.
+    backoff_max_s: float = Field(60.0, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as https://gitlab.example.com")
+        return v.rstrip("/")
+
+
+class RedisSettings(_Model):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key (gate state and Celery's queues) starts with this, so deployments can share a Redis.
+    key_prefix: str = Field("esg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Webhook deliveries are resent by hand at most days later; a week covers that.
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # Gate records rebuild the MR note; MRs stay open for weeks.
+    gate_ttl_s: int = Field(30 * 24 * 3600, ge=3600)
+
+
+class WebhookSettings(_Model):
+    # Pipeline and job payloads are tens of KB; 5 MB leaves room for huge pipelines and
+    # stays far below GitLab's 25 MB cap so a hostile sender cannot exhaust memory.
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(32, ge=4, le=512)
+    # Standard Webhooks signatures older than this are refused as replays.
+    signature_tolerance_s: int = Field(300, ge=1)
+
+
+class PolicySettings(_Model):
+    fail_on: tuple[Severity, ...] = (Severity.CRITICAL, Severity.HIGH)
+    # CVE ids accepted by the security team; they are shown but never block.
+    ignore: tuple[str, ...] = ()
+    # How many blocking findings the MR note lists per image before "and N more".
+    max_listed: int = Field(20, ge=1, le=500)
+
+    @field_validator("fail_on", mode="before")
+    @classmethod
+    def _severities(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [s for s in re.split(r"[,\s]+", v) if s]
+        if isinstance(v, list | tuple):
+            bad = [s for s in v if str(s).upper() not in Severity.__members__]
+            if bad:
+                raise ValueError(f"unknown severities {bad}; use {[s.value for s in Severity]}")
+            return tuple(Severity(str(s).upper()) for s in v)
+        return v
+
+
+class ScanSettings(_Model):
+    # ECR throttles sustained callers; 15 s per gate keeps a gate's polling far below its rate limits.
+    poll_interval_s: float = Field(15.0, ge=1)
+    # Large images take 4-6 min to scan; 10 min is the whole budget from the push job's success.
+    timeout_s: float = Field(600.0, ge=1)
+    # Right after a push ECR may not yet show the image or the scan record; keep asking this long
+    # before calling it image_not_found / scan_not_found.
+    not_found_grace_s: float = Field(60.0, ge=0)
+    # Cap on the jittered backoff after throttling or a 5xx.
+    backoff_max_s: float = Field(60.0, ge=1)
+    # DescribeImageScanFindings page size (ECR maximum is 1000).
+    page_size: int = Field(1000, ge=1, le=1000)
+
+
+class EcrSettings(_Model):
+    # Shared by all workers per account and region. ECR's documented default for
+    # DescribeImageScanFindings is far higher; 5/s leaves room for the team's own tooling.
+    rate_per_s: float = Field(5.0, gt=0)
+    burst: int = Field(10, ge=1)
+    # boto3 call timeouts: a hung connection must not hold a worker past one poll.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+
+
+class SweepSettings(_Model):
+    # How often beat runs the sweep; also the worst-case delay to notice a lost gate.
+    interval_s: float = Field(60.0, ge=1)
+    # A polling gate with no progress for this long has lost its task (worker killed, Redis lost).
+    stuck_after_s: float = Field(300.0, ge=1)
+
+
+class CelerySettings(_Model):
+    # Redis redelivers an unacked task after this: it is how a task held by a killed worker comes
+    # back. Short enough that a lost task returns well inside a scan's timeout; every countdown we
+    # schedule is capped at half of it, so a task waiting for its countdown is never delivered twice.
+    visibility_timeout_s: int = Field(600, ge=4)
+
+
+class ImageSettings(_Model):
+    repository: str
+    tag: str = "{short_sha}"
+    push_job: str
+    registry_id: str | None = None
+    region: str = "us-east-1"
+    # Assume this role (STS) for this image's account; empty uses the default credential chain.
+    role_arn: str | None = None
+    fail_on: tuple[Severity, ...] | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.fullmatch(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", v):
+            raise ValueError("not a valid ECR repository name")
+        return v
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        unknown = [f for f in _TAG_FIELD_RE.findall(v) if f not in TAG_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown placeholders {unknown}; use {{{'}, {'.join(TAG_FIELDS)}}}")
+        return v
+
+    @field_validator("registry_id")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d{12}", v):
+            raise ValueError("must be a 12-digit AWS account id")
+        return v
+
+    @field_validator("fail_on", mode="before")
+    @classmethod
+    def _fail_on(cls, v: object) -> object:
+        return None if v is None else PolicySettings._severities(v)
+
+    def render_tag(self, sha: str, ref: str, pipeline_id: int) -> str:
+        values = {
+            "sha": sha,
+            "short_sha": sha[:8],
+            "ref_slug": ref_slug(ref),
+            "pipeline_id": str(pipeline_id),
+        }
+        return _TAG_FIELD_RE.sub(lambda m: values[m.group(1)], self.tag)
+
+    def image(self, tag: str) -> Image:
+        return Image(
+            repository=self.repository,
+            tag=tag,
+            region=self.region,
+            registry_id=self.registry_id or "",
+            role_arn=self.role_arn or "",
+        )
+
+
+class ProjectSettings(_Model):
+    path: str | None = None  # path_with_namespace or a glob such as "group/*"
+    id: int | None = None
+    images: Annotated[tuple[ImageSettings, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _selector(self) -> ProjectSettings:
+        if self.path is None and self.id is None:
+            raise ValueError("needs `path` (or a glob) or `id`")
+        return self
+
+    def matches(self, project_id: int, path: str) -> bool:
+        if self.id is not None and self.id == project_id:
+            return True
+        return self.path is not None and fnmatch.fnmatchcase(path, self.path)
+
+
+class Settings(_Model):
+    gitlab: GitLabSettings
+    redis: RedisSettings = RedisSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    policy: PolicySettings = PolicySettings()
+    scan: ScanSettings = ScanSettings()
+    ecr: EcrSettings = EcrSettings()
+    sweep: SweepSettings = SweepSettings()
+    celery: CelerySettings = CelerySettings()
+    projects: tuple[ProjectSettings, ...] = ()
+    # Secrets: from the environment only, never from the file; SecretStr keeps them out of reprs and dumps.
+    gitlab_token: SecretStr = SecretStr("")
+    webhook_secrets: tuple[SecretStr, ...] = ()
+    signing_key: SecretStr = SecretStr("")
+
+    def project_for(self, project_id: int, path: str) -> ProjectSettings | None:
+        for project in self.projects:
+            if project.matches(project_id, path):
+                return project
+        return None
+
+    def status_name(self, repository: str) -> str:
+        return f"{self.gitlab.status_prefix}/{repository}"
+
+    def secret_values(self) -> list[str]:
+        """Every secret in force, for log redaction."""
+        values = (self.gitlab_token, self.signing_key, *self.webhook_secrets)
+        return [v.get_secret_value() for v in values if v.get_secret_value()]
+
+
+def ref_slug(ref: str) -> str:
+    """GitLab's CI_COMMIT_REF_SLUG: lowercased, non-alphanumerics to '-', 63 chars, trimmed."""
+    slug = re.sub(r"[^a-z0-9]", "-", ref.lower())[:63]
+    return slug.strip("-")

@@ -1,0 +1,1 @@
+"""The webhook receiver (Flask): authenticate, bound, parse, record gates, enqueue, answer fast."""

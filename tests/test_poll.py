@@ -1,0 +1,302 @@
+"""The one polling rule (bot.core.poll), tested exhaustively: examples for each branch, properties for all inputs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.core import poll
+from bot.core.errors import TransientError
+from bot.core.models import Finding, Image, Phase, Reason, ScanResult, Severity
+from bot.core.policy import Policy
+from bot.core.settings import ScanSettings
+
+DIGEST = "sha256:" + "ab" * 32
+OTHER_DIGEST = "sha256:" + "cd" * 32
+IMAGE = Image(repository="app", tag="v1")
+SCAN = ScanSettings(poll_interval_s=15, timeout_s=600, not_found_grace_s=60, backoff_max_s=60)
+POLICY = Policy()
+T0 = 1_000.0
+
+
+def start(now: float = T0, scan: ScanSettings = SCAN) -> poll.Progress:
+    return poll.start(now, scan)
+
+
+def step(
+    answer: poll.Answer,
+    at: float,
+    progress: poll.Progress | None = None,
+    image: Image = IMAGE,
+    scan: ScanSettings = SCAN,
+    seed: int = 0,
+) -> poll.Step:
+    return poll.next_step(image, progress or start(scan=scan), answer, T0 + at, scan, POLICY, random.Random(seed))
+
+
+IN_PROGRESS = ScanResult(Phase.IN_PROGRESS, ecr_status="IN_PROGRESS", digest=DIGEST)
+CLEAN = ScanResult(Phase.COMPLETE, ecr_status="COMPLETE", digest=DIGEST, counts={Severity.LOW: 2})
+HIGH = Finding("CVE-2023-44487", Severity.HIGH, package="nghttp2")
+DIRTY = ScanResult(Phase.COMPLETE, ecr_status="COMPLETE", digest=DIGEST, counts={Severity.HIGH: 1}, findings=(HIGH,))
+SCAN_NOT_FOUND = ScanResult(Phase.FINAL, ecr_status="ScanNotFoundException", reason=Reason.SCAN_NOT_FOUND)
+IMAGE_NOT_FOUND = ScanResult(Phase.FINAL, ecr_status="ImageNotFoundException", reason=Reason.IMAGE_NOT_FOUND)
+FAILED = ScanResult(Phase.FINAL, ecr_status="FAILED", reason=Reason.SCAN_FAILED, detail="layer unreadable")
+DENIED = ScanResult(
+    Phase.FINAL,
+    ecr_status="AccessDeniedException",
+    reason=Reason.ACCESS_DENIED,
+    detail="ecr:DescribeImageScanFindings: not authorized",
+)
+
+
+# --------------------------------------------------------------------------------------------- examples
+
+
+def test_start_counts_the_whole_timeout_from_now() -> None:
+    assert start() == poll.Progress(polling_since=T0, deadline=T0 + 600)
+
+
+def test_in_progress_asks_again_after_the_interval_and_pins_the_digest() -> None:
+    s = step(IN_PROGRESS, at=0)
+    assert isinstance(s, poll.Wait)
+    assert s.after_s == 15
+    assert s.image.digest == DIGEST and s.image.tag == "v1"
+    assert (s.progress.attempts, s.progress.failures, s.progress.ecr_status) == (1, 0, "IN_PROGRESS")
+
+
+def test_the_last_wait_ends_at_the_deadline_not_past_it() -> None:
+    s = step(IN_PROGRESS, at=590)
+    assert isinstance(s, poll.Wait) and s.after_s == pytest.approx(10)
+
+
+def test_complete_and_clean_passes_complete_with_findings_blocks() -> None:
+    passed = step(CLEAN, at=30)
+    assert isinstance(passed, poll.Finish) and passed.verdict.reason is Reason.PASSED
+    assert passed.verdict.digest == DIGEST
+    blocked = step(DIRTY, at=30)
+    assert isinstance(blocked, poll.Finish) and blocked.verdict.reason is Reason.BLOCKED
+    assert blocked.verdict.blocking == (HIGH,)
+
+
+@pytest.mark.parametrize("answer", [FAILED, DENIED])
+def test_final_failures_finish_at_once_with_their_reason(answer: ScanResult) -> None:
+    s = step(answer, at=0)
+    assert isinstance(s, poll.Finish) and s.verdict.reason is answer.reason
+    assert answer.detail in s.verdict.detail
+
+
+@pytest.mark.parametrize("answer", [SCAN_NOT_FOUND, IMAGE_NOT_FOUND])
+def test_not_found_is_asked_again_within_the_grace_then_believed(answer: ScanResult) -> None:
+    early = step(answer, at=59)
+    assert isinstance(early, poll.Wait) and early.after_s == 15
+    late = step(answer, at=60)
+    assert isinstance(late, poll.Finish) and late.verdict.reason is answer.reason
+
+
+def test_not_found_still_standing_at_the_deadline_is_the_answer_not_a_timeout() -> None:
+    scan = SCAN.model_copy(update={"timeout_s": 30})  # a deadline inside the grace
+    s = step(SCAN_NOT_FOUND, at=30, scan=scan)
+    assert isinstance(s, poll.Finish) and s.verdict.reason is Reason.SCAN_NOT_FOUND
+
+
+def test_in_progress_at_the_deadline_times_out_with_the_last_status() -> None:
+    s = step(IN_PROGRESS, at=600)
+    assert isinstance(s, poll.Finish) and s.verdict.reason is Reason.TIMEOUT
+    assert s.verdict.detail == "last ECR status: IN_PROGRESS"
+    assert s.verdict.digest == DIGEST  # pinned by this very answer
+    assert "after 600s" in s.verdict.summary
+
+
+def test_transient_errors_back_off_with_jitter_and_count_in_a_row() -> None:
+    progress = start()
+    waits = []
+    for n in range(1, 6):
+        s = step(TransientError("ECR ThrottlingException: slow down"), at=n, progress=progress, seed=n)
+        assert isinstance(s, poll.Wait)
+        assert s.progress.failures == n and s.progress.attempts == n
+        assert 0.5 <= s.after_s <= min(60, 2.0 * 2**n)
+        waits.append(s.after_s)
+        progress = s.progress
+    assert progress.last_error == "ECR ThrottlingException: slow down"
+    after = step(IN_PROGRESS, at=10, progress=progress)
+    assert after.progress.failures == 0 and after.progress.last_error == ""
+
+
+def test_retry_after_wins_over_the_backoff() -> None:
+    s = step(TransientError("GitLab 429", retry_after=7.0), at=0)
+    assert isinstance(s, poll.Wait) and s.after_s == 7.0
+
+
+def test_transient_error_at_the_deadline_times_out_naming_the_error() -> None:
+    s = step(TransientError("ECR unreachable: EndpointConnectionError"), at=601)
+    assert isinstance(s, poll.Finish) and s.verdict.reason is Reason.TIMEOUT
+    assert s.verdict.detail == "last error: ECR unreachable: EndpointConnectionError"
+
+
+def test_rate_limited_waits_for_the_token_without_counting_an_attempt() -> None:
+    s = step(poll.RateLimited(2.0), at=0)
+    assert isinstance(s, poll.Wait)
+    assert 2.0 <= s.after_s <= 4.0
+    assert s.progress == start()
+    ended = step(poll.RateLimited(2.0), at=600)
+    assert isinstance(ended, poll.Finish) and ended.verdict.reason is Reason.TIMEOUT
+
+
+def test_no_answer_waits_for_the_deadline_then_times_out_as_the_sweep_says() -> None:
+    s = step(None, at=100)
+    assert isinstance(s, poll.Wait) and s.after_s == pytest.approx(500)
+    done = step(None, at=700)
+    assert isinstance(done, poll.Finish) and done.verdict.reason is Reason.TIMEOUT
+    swept = poll.timeout(IMAGE, start(), T0 + 700, how=" (finished by sweep)")
+    assert swept.verdict.detail == "last ECR status: no answer (finished by sweep)"
+
+
+def test_a_pinned_digest_is_never_replaced_and_junk_never_pins() -> None:
+    pinned = Image("app", "v1", digest=DIGEST)
+    s = step(ScanResult(Phase.IN_PROGRESS, ecr_status="IN_PROGRESS", digest=OTHER_DIGEST), at=0, image=pinned)
+    assert s.image.digest == DIGEST
+    junk = step(ScanResult(Phase.IN_PROGRESS, ecr_status="IN_PROGRESS", digest="sha256:short"), at=0)
+    assert junk.image.digest == ""
+
+
+def test_the_verdict_carries_the_pinned_digest_when_the_answer_has_none() -> None:
+    pinned = Image("app", "v1", digest=DIGEST)
+    s = step(FAILED, at=0, image=pinned)
+    assert isinstance(s, poll.Finish) and s.verdict.digest == DIGEST
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    rng = random.Random(1)
+    assert all(0.5 <= poll.backoff(n, 60, rng) <= min(60, 2 * 2**n) for n in range(40) for _ in range(20))
+    assert poll.backoff(0, 60, random.Random(3)) <= 2.0
+    assert poll.backoff(10**6, 60, rng) <= 60  # the exponent is capped, no overflow
+
+
+# ------------------------------------------------------------------------------------------- properties
+
+severities = st.sampled_from(list(Severity))
+findings = st.builds(
+    Finding,
+    id=st.sampled_from(["CVE-1", "CVE-2", "CVE-3"]),
+    severity=severities,
+    status=st.sampled_from(["ACTIVE", "SUPPRESSED"]),
+)
+digests = st.sampled_from(["", DIGEST, OTHER_DIGEST, "sha256:junk", "not-a-digest"])
+scan_results = st.one_of(
+    st.builds(
+        ScanResult,
+        phase=st.just(Phase.IN_PROGRESS),
+        ecr_status=st.sampled_from(["IN_PROGRESS", "ACTIVE"]),
+        digest=digests,
+    ),
+    st.builds(
+        ScanResult,
+        phase=st.just(Phase.FINAL),
+        reason=st.sampled_from(
+            [r for r in Reason if r not in (Reason.PASSED, Reason.BLOCKED, Reason.TIMEOUT, Reason.CANCELED)]
+        ),
+        ecr_status=st.text(max_size=20),
+        digest=digests,
+    ),
+    st.builds(
+        ScanResult,
+        phase=st.just(Phase.COMPLETE),
+        ecr_status=st.just("COMPLETE"),
+        digest=digests,
+        counts=st.dictionaries(severities, st.integers(0, 5)),
+        findings=st.lists(findings, max_size=4).map(tuple),
+    ),
+)
+answers = st.one_of(
+    scan_results,
+    st.builds(TransientError, st.text(max_size=40), retry_after=st.one_of(st.none(), st.floats(0.1, 120))),
+    st.builds(poll.RateLimited, st.floats(0.001, 30)),
+    st.none(),
+)
+progresses = st.builds(
+    poll.Progress,
+    polling_since=st.just(T0),
+    deadline=st.floats(T0, T0 + 1200),
+    attempts=st.integers(0, 100),
+    failures=st.integers(0, 40),
+    ecr_status=st.text(max_size=20),
+    last_error=st.text(max_size=40),
+)
+scans = st.builds(
+    ScanSettings,
+    poll_interval_s=st.floats(1, 60),
+    timeout_s=st.floats(1, 1200),
+    not_found_grace_s=st.floats(0, 120),
+    backoff_max_s=st.floats(1, 120),
+)
+images = st.builds(
+    Image, repository=st.just("app"), tag=st.sampled_from(["v1", ""]), digest=st.sampled_from(["", DIGEST])
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(images, progresses, answers, st.floats(-100, 1500), scans, st.integers(0, 2**32))
+def test_every_step_is_safe(
+    image: Image, progress: poll.Progress, answer: poll.Answer, at: float, scan: ScanSettings, seed: int
+) -> None:
+    now = T0 + at
+    s = poll.next_step(image, progress, answer, now, scan, POLICY, random.Random(seed))
+    remaining = progress.deadline - now
+    # Nothing passes that was not read as COMPLETE (and the policy decides that part).
+    if isinstance(s, poll.Finish) and s.verdict.reason is Reason.PASSED:
+        assert isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE
+        assert not any(f.severity in POLICY.fail_on and f.active for f in answer.findings)
+    # A complete or failed-for-good answer is never thrown away for another ask.
+    early = isinstance(answer, ScanResult) and poll.within_grace(answer, now - T0, scan.not_found_grace_s)
+    if isinstance(answer, ScanResult) and answer.is_final and not early:
+        assert isinstance(s, poll.Finish)
+    # At or past the deadline every answer finishes the gate; before it, waits stay inside it.
+    if remaining <= 0:
+        assert isinstance(s, poll.Finish)
+    if isinstance(s, poll.Wait):
+        assert 0 <= s.after_s <= remaining
+    if isinstance(s, poll.Finish) and s.verdict.reason is Reason.TIMEOUT:
+        assert remaining <= 0 and s.verdict.detail.startswith(("last ECR status: ", "last error: "))
+    # The digest, once pinned, stays; it only ever pins to a well-formed one.
+    if image.digest:
+        assert s.image.digest == image.digest
+    assert s.image.digest in ("", DIGEST, OTHER_DIGEST)
+    assert s.image.repository == image.repository and s.image.tag == image.tag
+    # Counting: an ask is one attempt; errors in a row drive the backoff; the rest is untouched.
+    asked = isinstance(answer, ScanResult | TransientError)
+    assert s.progress.attempts == progress.attempts + (1 if asked else 0)
+    if isinstance(answer, TransientError):
+        assert s.progress.failures == progress.failures + 1
+    elif isinstance(answer, ScanResult):
+        assert s.progress.failures == 0 and s.progress.ecr_status == answer.ecr_status
+    else:
+        assert s.progress == progress
+    assert (s.progress.polling_since, s.progress.deadline) == (progress.polling_since, progress.deadline)
+
+
+TICK = 0.05  # a real clock always moves: the least time one ask takes in the simulation below
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(answers.filter(lambda a: a is not None), min_size=1, max_size=400),
+    scans.filter(lambda s: s.timeout_s <= 120),
+    st.integers(0, 2**32),
+)
+def test_following_the_rule_always_ends_by_the_deadline(
+    script: list[poll.Answer], scan: ScanSettings, seed: int
+) -> None:
+    """Drive the rule as the task and the CLI do: ask, follow the wait. It ends, and never after the deadline."""
+    rng = random.Random(seed)
+    image, progress, now = IMAGE, start(scan=scan), T0
+    for n in range(int(scan.timeout_s / TICK) + 2):
+        s = poll.next_step(image, progress, script[n % len(script)], now, scan, POLICY, rng)
+        if isinstance(s, poll.Finish):
+            assert now <= progress.deadline + TICK
+            return
+        image, progress = s.image, s.progress
+        now += max(s.after_s, TICK)
+    pytest.fail("the rule never finished")
