@@ -32,26 +32,25 @@ def write_config(
     gitlab_url: str,
     redis_url: str,
     *,
-    timeout_s: float = 12,
-    rate: float = 100,
-    burst: int = 100,
-    stuck_after: float = 5,
-    visibility: int = 60,
+    timeout_s: float | None = None,
+    rate: float | None = None,
+    burst: int | None = None,
+    stuck_after: float | None = None,
+    visibility: int | None = None,
     prefix: str | None = None,
-    poll_interval: float = 1,
-    grace: float = 2,
+    poll_interval: float | None = None,
+    grace: float | None = None,
 ) -> Path:
-    # A key prefix of its own: test sessions running at once on one Redis never see each other's work.
-    prefix = prefix or f"esgtest-{secrets.token_hex(4)}"
-    return configs.write_config(
-        path,
-        gitlab={"url": gitlab_url},
-        redis={"url": redis_url, "key_prefix": prefix},
-        scan={"poll_interval_s": poll_interval, "timeout_s": timeout_s, "not_found_grace_s": grace},
-        ecr={"rate_per_s": rate, "burst": burst},
-        sweep={"stuck_after_s": stuck_after},
-        celery={"visibility_timeout_s": visibility},
-    )
+    """The harness's config (tests.configs holds the defaults); only the values given here override them."""
+    given = {
+        "scan": {"poll_interval_s": poll_interval, "timeout_s": timeout_s, "not_found_grace_s": grace},
+        "ecr": {"rate_per_s": rate, "burst": burst},
+        "sweep": {"stuck_after_s": stuck_after},
+        "celery": {"visibility_timeout_s": visibility},
+        "redis": {"url": redis_url, "key_prefix": prefix},
+    }
+    sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in given.items()}
+    return configs.write_config(path, gitlab={"url": gitlab_url}, **sections)
 
 
 def stack_env(config: Path, ecr: EcrDouble) -> dict[str, str]:
