@@ -237,22 +237,28 @@ class Scenario:
         self.ecr.script(repository, tag=self.tag(repository), steps=list(steps))
 
     # --- webhooks ------------------------------------------------------------------------------
+    def pipeline_body(
+        self, status: str = "running", builds: dict[str, str] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """This pipeline's Pipeline Hook payload; `builds` gives push jobs a status other than created."""
+        builds = builds or {}
+        specs = [(name, "push", builds.get(name, "created"), job_id) for name, job_id in self.jobs.items()]
+        fields: dict[str, Any] = {
+            "project_id": self.project_id,
+            "project_path": self.project_path,
+            "pipeline_id": self.pipeline_id,
+            "sha": self.sha,
+            "ref": self.branch,
+            "status": status,
+            "mr_iid": self.mr_iid,
+            "builds": specs,
+        }
+        return pipeline_payload(**{**fields, **overrides})
+
     def pipeline_event(
         self, status: str = "running", builds: dict[str, str] | None = None, key: str | None = None
     ) -> Any:
-        builds = builds or {}
-        specs = [(name, "push", builds.get(name, "created"), job_id) for name, job_id in self.jobs.items()]
-        body = pipeline_payload(
-            project_id=self.project_id,
-            project_path=self.project_path,
-            pipeline_id=self.pipeline_id,
-            sha=self.sha,
-            ref=self.branch,
-            status=status,
-            mr_iid=self.mr_iid,
-            builds=specs,
-        )
-        return self.deliver("Pipeline Hook", body, key)
+        return self.deliver("Pipeline Hook", self.pipeline_body(status, builds), key)
 
     def job_event(self, name: str = PUSH_APP, status: str = "success", key: str | None = None) -> Any:
         self.gitlab.set_job_status(self.jobs[name], status)

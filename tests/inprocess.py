@@ -27,7 +27,6 @@ from bot.core.settings import Settings
 from tests import harness
 from tests.fakes.ecr import SCAN_OP, EcrDouble
 from tests.fakes.gitlab import FakeGitLab
-from tests.fakes.payloads import pipeline_payload
 from tests.harness import Scenario
 from workers import tasks
 from workers.runtime import Runtime, build, use
@@ -144,17 +143,7 @@ def s(fake_gitlab: FakeGitLab, ecr: EcrDouble) -> Scenario:
 
 def gate(rt: Runtime, s: Scenario, repository: str = "app") -> Gate:
     """Record one gate of the scenario's current pipeline, built as pipeline_event builds it (waiting)."""
-    builds = [(name, "push", "created", job_id) for name, job_id in s.jobs.items()]
-    body = pipeline_payload(
-        project_id=s.project_id,
-        project_path=s.project_path,
-        pipeline_id=s.pipeline_id,
-        sha=s.sha,
-        ref=s.branch,
-        mr_iid=s.mr_iid,
-        builds=builds,
-    )
-    event = parse_event("Pipeline Hook", body)
+    event = parse_event("Pipeline Hook", s.pipeline_body())
     project = rt.settings.project_for(s.project_id, s.project_path)
     assert isinstance(event, PipelineEvent) and project is not None
     fresh = next(g for g in gates_for_pipeline(rt.settings, project, event) if g.repository == repository)
