@@ -41,24 +41,7 @@ def main() -> int:
         config = harness.write_config(workdir / "config.toml", gitlab.url, args.redis_url, prefix=prefix)
         env = harness.stack_env(config, ecr)
         port = free_port()
-        web = harness.Process(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "bot.web.app:create_app()",
-            ],
-            env,
-            workdir,
-            ready="Booting worker",
-        ).start()
+        web = harness.web_server(env, workdir, port, "--workers", "2", "--threads", "4").start()
         url = f"http://127.0.0.1:{port}/webhook"
         try:
             harness.wait_for(lambda: up(url.replace("webhook", "healthz")), 60, "the web process")

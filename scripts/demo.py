@@ -136,24 +136,7 @@ def main() -> int:
         env = harness.stack_env(config, ecr)
         port = free_port()
         say("Starting the bot: gunicorn (web) + Celery worker, on the local Redis")
-        procs.append(
-            harness.Process(
-                "web",
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "1",
-                    "bot.web.app:create_app()",
-                ],
-                env,
-                workdir,
-                ready="Booting worker",
-            ).start()
-        )
+        procs.append(harness.web_server(env, workdir, port, "--workers", "1").start())
         procs.append(harness.celery_worker(env, workdir, concurrency=4).start())
         url = f"http://127.0.0.1:{port}"
         harness.wait_for(lambda: up(f"{url}/healthz"), 60, "the web process")

@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -131,16 +131,14 @@ class Process:
                 self.kill()
 
 
+def _celery(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.main", command, "--loglevel", "INFO", *args]
+
+
 def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker", concurrency: int = 4) -> Process:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.main",
+    node = f"{name}-{secrets.token_hex(3)}@%h"
+    argv = _celery(
         "worker",
-        "--loglevel",
-        "INFO",
         "--concurrency",
         str(concurrency),
         "-Q",
@@ -148,25 +146,20 @@ def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker", conc
         "--without-gossip",
         "--without-mingle",
         "-n",
-        f"{name}-{secrets.token_hex(3)}@%h",
-    ]
+        node,
+    )
     return Process(name, argv, env, log_dir, ready="ready.")
 
 
 def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.main",
-        "beat",
-        "--loglevel",
-        "INFO",
-        "--schedule",
-        str(log_dir / "beat-schedule"),
-    ]
+    argv = _celery("beat", "--schedule", str(log_dir / "beat-schedule"))
     return Process("beat", argv, env, log_dir, ready="beat: Starting")
+
+
+def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str) -> Process:
+    """The Procfile's web process (gunicorn serving the app factory) on 127.0.0.1:port, with gunicorn options."""
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options, "bot.web.app:create_app()"]
+    return Process("web", argv, env, log_dir, ready="Booting worker")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
@@ -190,6 +183,8 @@ _job_ids = itertools.count(9 * 10**9, -1)
 class Scenario:
     """One merge request with one pipeline in the fake GitLab, ready to be delivered as webhooks."""
 
+    # Job ids, counting down from far above any the fake GitLab hands out; a subclass may bring its own range.
+    job_ids: ClassVar[Iterator[int]] = _job_ids
     gitlab: FakeGitLab
     ecr: EcrDouble
     deliver: Callable[[str, dict[str, Any], str | None], Any]
@@ -207,7 +202,7 @@ class Scenario:
         self._add_pipeline(self.pipeline_id, self.sha)
 
     def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
-        self.jobs = {PUSH_APP: next(_job_ids), PUSH_API: next(_job_ids), "unit-tests": next(_job_ids)}
+        self.jobs = {name: next(self.job_ids) for name in (PUSH_APP, PUSH_API, "unit-tests")}
         self.gitlab.add_pipeline(
             self.project_id,
             pipeline_id,

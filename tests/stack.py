@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,25 +118,8 @@ class Stack:
             self.workdir / "config.toml", self.gitlab.url, self.redis.url, **self.config_options
         )
         self.env = harness.stack_env(config, self.ecr)
-        self.web = harness.Process(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.web_port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--timeout",
-                "30",
-                "bot.web.app:create_app()",
-            ],
-            self.env,
-            self.workdir,
-            ready="Booting worker",
+        self.web = harness.web_server(
+            self.env, self.workdir, self.web_port, "--workers", "2", "--threads", "4", "--timeout", "30"
         ).start()
         harness.wait_for(self._web_up, 30, "gunicorn to answer")
         for i in range(self.n_workers):
