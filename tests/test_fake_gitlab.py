@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from gitlab.exceptions import (
     GitlabAuthenticationError,
     GitlabCreateError,
     GitlabGetError,
+    GitlabHeadError,
     GitlabHttpError,
     GitlabUpdateError,
 )
@@ -476,6 +479,330 @@ def test_quick_actions_and_mentions_are_recorded_not_run(fake: FakeGitLab, gl: g
 def test_markdown_scanning(body: str, commands: list[str], names: list[str]) -> None:
     assert quick_actions(body) == commands
     assert mentions(body) == names
+
+
+# --- repository files ---------------------------------------------------------------------------------
+
+CONFIG_PATH = ".gitlab/ecr-scan-gate.toml"
+CONFIG_TOML = '[gate]\nmode = "enforce"\n# ünïcode survives\n'
+
+
+def git_blob_id(data: bytes) -> str:
+    """What `git hash-object` prints for a file with this content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def api_get(fake: FakeGitLab, path: str, **params: str) -> requests.Response:
+    return requests.get(f"{fake.url}/api/v4{path}", params=params, headers={"PRIVATE-TOKEN": TOKEN}, timeout=5)
+
+
+def test_a_file_is_read_at_a_commit(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, sha=SHA)
+    data = CONFIG_TOML.encode()
+    f = gl.projects.get(PID, lazy=True).files.get(file_path=CONFIG_PATH, ref=SHA)
+    assert f.decode() == data
+    assert {k: v for k, v in f.attributes.items() if k not in ("content", "project_id")} == {
+        "file_name": "ecr-scan-gate.toml",
+        "file_path": CONFIG_PATH,
+        "size": len(data),
+        "encoding": "base64",
+        "content_sha256": hashlib.sha256(data).hexdigest(),
+        "ref": SHA,
+        "blob_id": git_blob_id(data),
+        "commit_id": SHA,
+        "last_commit_id": SHA,
+        "execute_filemode": False,
+    }
+    assert base64.b64decode(f.content) == data
+    # python-gitlab sends the path as one segment; the log keeps it encoded, so counts match on that.
+    assert fake.request_count("GET", r"/repository/files/\.gitlab%2Fecr-scan-gate\.toml$", status=200) == 1
+    assert fake.pipelines() == []  # set_file(sha=...) registers the commit, nothing else
+    assert fake.set_file(PID, "README.md", "hi", sha=SHA)["blob_id"] == git_blob_id(b"hi")
+
+
+def test_head_gives_the_blob_headers_without_a_body(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, branch="main")
+    data = CONFIG_TOML.encode()
+    headers = gl.projects.get(PID, lazy=True).files.head(CONFIG_PATH, ref="main")
+    assert {k: v for k, v in headers.items() if k.startswith("X-Gitlab-")} == {
+        "X-Gitlab-File-Name": "ecr-scan-gate.toml",
+        "X-Gitlab-File-Path": CONFIG_PATH,
+        "X-Gitlab-Size": str(len(data)),
+        "X-Gitlab-Encoding": "base64",
+        "X-Gitlab-Content-Sha256": hashlib.sha256(data).hexdigest(),
+        "X-Gitlab-Ref": "main",
+        "X-Gitlab-Blob-Id": git_blob_id(data),
+        "X-Gitlab-Commit-Id": SHA,
+        "X-Gitlab-Last-Commit-Id": SHA,
+        "X-Gitlab-Execute-Filemode": "false",
+    }
+    git = subprocess.run(["git", "hash-object", "--stdin"], input=data, capture_output=True, check=False)
+    if git.returncode == 0:  # the real thing, where git is installed
+        assert headers["X-Gitlab-Blob-Id"] == git.stdout.decode().strip()
+    response = requests.head(
+        f"{fake.url}/api/v4/projects/{PID}/repository/files/.gitlab%2Fecr-scan-gate.toml",
+        params={"ref": SHA},
+        headers={"PRIVATE-TOKEN": TOKEN},
+        timeout=5,
+    )
+    assert (response.status_code, response.content, response.headers["Content-Length"]) == (200, b"", "0")
+    # GET sends the same headers along with the JSON.
+    got = api_get(fake, f"/projects/{PID}/repository/files/.gitlab%2Fecr-scan-gate.toml", ref=SHA)
+    assert got.headers["X-Gitlab-Blob-Id"] == git_blob_id(data) and got.json()["blob_id"] == git_blob_id(data)
+    assert fake.request_count("HEAD", r"/repository/files/") == 2
+
+
+def test_raw_returns_the_bytes_and_defaults_to_the_default_branch(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, sha=SHA)
+    fake.set_file(PID, CONFIG_PATH, "old = true\n", sha=SHA2)
+    files = gl.projects.get(PID, lazy=True).files
+    assert files.raw(CONFIG_PATH, ref=SHA2) == b"old = true\n"
+    assert files.raw(CONFIG_PATH) == CONFIG_TOML.encode()  # no ref: the head of main
+    response = api_get(fake, f"/projects/{PID}/repository/files/.gitlab%2Fecr-scan-gate.toml/raw")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["X-Gitlab-Commit-Id"] == SHA and response.headers["X-Gitlab-Ref"] == ""
+    assert response.headers["X-Gitlab-Blob-Id"] == git_blob_id(CONFIG_TOML.encode())
+    fake.set_file(PID, "logo.png", b"\x89PNG\r\n\x1a\n\0\xff", sha=SHA)
+    binary = api_get(fake, f"/projects/{PID}/repository/files/logo.png/raw", ref=SHA)
+    assert (binary.content, binary.headers["Content-Type"]) == (b"\x89PNG\r\n\x1a\n\0\xff", "application/octet-stream")
+    assert fake.request_count("GET", r"/repository/files/[^/]+/raw$") == 4
+
+
+def test_a_missing_file_a_file_of_another_commit_and_an_unknown_ref_are_404(
+    fake: FakeGitLab, gl: gitlab.Gitlab
+) -> None:
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, sha=SHA)
+    fake.add_commit(PID, SHA2)
+    files = gl.projects.get(PID, lazy=True).files
+    for path, ref in ((CONFIG_PATH, SHA2), ("nope.toml", SHA)):  # files do not carry over between commits
+        with pytest.raises(GitlabGetError) as excinfo:
+            files.get(file_path=path, ref=ref)
+        assert error_of(excinfo) == (404, "404 File Not Found")
+    with pytest.raises(GitlabGetError) as excinfo:
+        files.get(file_path=CONFIG_PATH, ref="c" * 40)
+    assert error_of(excinfo) == (404, "404 Commit Not Found")  # lib/api/files.rb assign_file_vars!
+    with pytest.raises(GitlabGetError) as excinfo:
+        files.raw(CONFIG_PATH)  # main has no head: "HEAD of the project" does not exist
+    assert error_of(excinfo) == (404, "404 Commit Not Found")
+    with pytest.raises(GitlabHeadError) as excinfo:
+        files.head(CONFIG_PATH, ref=SHA2)
+    assert excinfo.value.response_code == 404
+    with pytest.raises(GitlabGetError) as excinfo:
+        gl.projects.get(999, lazy=True).files.get(file_path=CONFIG_PATH, ref=SHA)
+    assert error_of(excinfo) == (404, "404 Project Not Found")
+    fake.delete_file(PID, CONFIG_PATH, SHA)
+    with pytest.raises(GitlabGetError):
+        files.get(file_path=CONFIG_PATH, ref=SHA)
+
+
+def test_ref_is_required_and_the_path_is_checked_before_the_lookup(fake: FakeGitLab) -> None:
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, sha=SHA)
+    encoded = ".gitlab%2Fecr-scan-gate.toml"
+    for params in ({}, {"ref": ""}):
+        response = api_get(fake, f"/projects/{PID}/repository/files/{encoded}", **params)
+        assert (response.status_code, response.json()) == (400, {"error": "ref is missing"})
+    missing_project = api_get(fake, f"/projects/999/repository/files/{encoded}")
+    assert (missing_project.status_code, missing_project.json()) == (400, {"error": "ref is missing"})
+    traversal = api_get(fake, f"/projects/{PID}/repository/files/%2e%2e%2fetc%2fpasswd")
+    assert traversal.json() == {"error": "file_path should be a valid file path, ref is missing"}
+    absolute = api_get(fake, f"/projects/{PID}/repository/files/%2F{encoded}", ref=SHA)
+    assert (absolute.status_code, absolute.json()) == (400, {"error": "file_path should be a valid file path"})
+    # The raw route allows a leading separator.
+    assert api_get(fake, f"/projects/{PID}/repository/files/%2F{encoded}/raw", ref=SHA).text == CONFIG_TOML
+    head_raw = requests.head(f"{fake.url}/api/v4/projects/{PID}/repository/files/{encoded}/raw", timeout=5)
+    assert head_raw.status_code == 401
+    head_raw = requests.head(
+        f"{fake.url}/api/v4/projects/{PID}/repository/files/{encoded}/raw", headers={"PRIVATE-TOKEN": TOKEN}, timeout=5
+    )
+    assert head_raw.status_code == 501  # GitLab has no HEAD .../raw route; the fake says so
+
+
+def test_a_branch_ref_follows_the_branch_head(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    files = gl.projects.get(PID, lazy=True).files
+    with pytest.raises(ValueError, match="has no head commit"):
+        fake.set_file(PID, CONFIG_PATH, "x", branch="main")
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, branch="main")  # stored at SHA
+    assert files.get(file_path=CONFIG_PATH, ref="main").commit_id == SHA
+    assert files.get(file_path=CONFIG_PATH, ref="refs/heads/main").commit_id == SHA
+    fake.add_pipeline(PID, 100, SHA2, ref="main")  # a pipeline for a branch runs at its new head
+    with pytest.raises(GitlabGetError) as excinfo:
+        files.get(file_path=CONFIG_PATH, ref="main")
+    assert error_of(excinfo) == (404, "404 File Not Found")
+    fake.add_pipeline(PID, 101, SHA, ref="refs/merge-requests/1/head", source="merge_request_event")
+    with pytest.raises(GitlabGetError):  # a merge request ref moves no branch
+        files.get(file_path=CONFIG_PATH, ref="main")
+    fake.set_branch_head(PID, "main", SHA)
+    assert files.get(file_path=CONFIG_PATH, ref="main").commit_id == SHA
+    with pytest.raises(GitlabGetError) as excinfo:
+        files.get(file_path=CONFIG_PATH, ref="no-such-branch")
+    assert error_of(excinfo) == (404, "404 Commit Not Found")
+    with pytest.raises(ValueError, match="exactly one of sha, branch"):
+        fake.set_file(PID, CONFIG_PATH, "x")
+
+
+def test_reads_need_an_api_read_api_or_read_repository_scope(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_file(PID, CONFIG_PATH, CONFIG_TOML, sha=SHA)
+    fake.set_ci_config(PID, ["build"], sha=SHA)
+    project = gl.projects.get(PID, lazy=True)
+    fake.set_token_scopes(["read_user"])
+    with pytest.raises(GitlabGetError) as excinfo:
+        project.files.get(file_path=CONFIG_PATH, ref=SHA)
+    assert excinfo.value.response_code == 403
+    assert api_get(fake, f"/projects/{PID}/repository/files/{CONFIG_PATH.replace('/', '%2F')}", ref=SHA).json() == {
+        "error": "insufficient_scope",
+        "error_description": "The request requires higher privileges than provided by the access token.",
+        "scope": "read_repository ai_workflows api read_api",
+    }
+    fake.set_token_scopes(["read_repository"])
+    assert project.files.raw(CONFIG_PATH, ref=SHA) == CONFIG_TOML.encode()
+    with pytest.raises(GitlabGetError) as excinfo:
+        project.ci_lint.get()
+    assert excinfo.value.response_code == 403
+    fake.set_token_scopes(["read_api"])
+    assert project.ci_lint.get().valid is True
+
+
+# --- CI lint ------------------------------------------------------------------------------------------
+
+
+def test_ci_lint_lists_the_jobs_of_a_commit(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_ci_config(
+        PID,
+        [
+            {"name": "push-image", "stage": "push", "when": "manual"},
+            "docker-build",
+            {"name": "unit-tests", "stage": "test", "needs": ["docker-build"], "tags": ["docker"]},
+        ],
+        sha=SHA2,
+        stages=["build", "test", "push"],
+    )
+    project = gl.projects.get(PID, lazy=True)
+    lint = project.ci_lint.get(content_ref=SHA2, include_jobs=True)
+    assert (lint.valid, lint.errors, lint.warnings, lint.includes) == (True, [], [], [])
+    assert [(j["name"], j["stage"]) for j in lint.jobs] == [
+        ("docker-build", "test"),
+        ("unit-tests", "test"),
+        ("push-image", "push"),
+    ]
+    assert lint.jobs[2] == {
+        "name": "push-image",
+        "stage": "push",
+        "before_script": [],
+        "script": ["echo push-image"],
+        "after_script": [],
+        "tag_list": [],
+        "only": {"refs": ["branches", "tags"]},
+        "except": None,
+        "environment": None,
+        "when": "manual",
+        "allow_failure": True,  # the default of a manual job
+        "needs": None,
+    }
+    assert lint.jobs[1]["needs"] == [{"name": "docker-build", "artifacts": True, "optional": False}]
+    assert lint.jobs[1]["tag_list"] == ["docker"] and lint.jobs[0]["allow_failure"] is False
+    assert lint.merged_yaml.startswith("---\nstages:\n- build\n- test\n- push\npush-image:\n  stage: push\n")
+    assert "docker-build:\n  stage: test\n  script:\n  - echo docker-build\n" in lint.merged_yaml
+    assert "jobs" not in project.ci_lint.get(content_ref=SHA2).attributes  # only with include_jobs
+    assert fake.request_count("GET", rf"/projects/{PID}/ci/lint$") == 2
+
+
+def test_ci_lint_defaults_to_the_default_branch_head(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.add_commit(PID, SHA2, branches=["feature"])
+    fake.set_ci_config(PID, ["on-main"], branch="main")
+    fake.set_ci_config(PID, [{"name": "on-feature", "stage": "build"}], sha=SHA2)
+    ci_lint = gl.projects.get(PID, lazy=True).ci_lint
+    assert [j["name"] for j in ci_lint.get(include_jobs=True).jobs] == ["on-main"]
+    assert [j["name"] for j in ci_lint.get(content_ref="feature", include_jobs=True).jobs] == ["on-feature"]
+    assert [j["name"] for j in ci_lint.get(sha=SHA2, include_jobs=True).jobs] == ["on-feature"]  # deprecated name
+    fake.set_branch_head(PID, "main", SHA2)
+    assert [j["name"] for j in ci_lint.get(include_jobs=True).jobs] == ["on-feature"]
+
+
+def test_ci_lint_without_a_config_unknown_refs_and_invalid_configs(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    ci_lint = gl.projects.get(PID, lazy=True).ci_lint
+    with pytest.raises(GitlabGetError) as excinfo:
+        ci_lint.get()
+    assert error_of(excinfo) == (404, "404 Repository Not Found")  # no commit at all: an empty repository
+    fake.add_commit(PID, SHA, branches=["main"])
+    missing = ci_lint.get(include_jobs=True)
+    assert missing.attributes | {"project_id": None} == {
+        "project_id": None,
+        "valid": False,
+        "errors": ["Please provide content of .gitlab-ci.yml"],
+        "warnings": [],
+        "merged_yaml": None,
+        "includes": None,
+        "jobs": [],
+    }
+    with pytest.raises(GitlabGetError) as excinfo:
+        ci_lint.get(content_ref="c" * 40)
+    assert error_of(excinfo) == (404, "404 Commit Not Found")  # lib/api/lint.rb: not_found! 'Commit'
+    fake.set_ci_config(PID, ["build"], sha=SHA, valid=False)
+    invalid = ci_lint.get(include_jobs=True)
+    assert (invalid.valid, invalid.jobs) == (False, [])  # no jobs unless the config is valid
+    assert invalid.errors == ["jobs config should contain at least one visible job"]
+    assert invalid.merged_yaml == "---\nbuild:\n  stage: test\n  script:\n  - echo build\n"
+    fake.set_ci_config(PID, [{"name": "push", "stage": "push"}], sha=SHA)
+    assert ci_lint.get().errors == [
+        "push job: chosen stage push does not exist; available stages are .pre, build, test, deploy, .post"
+    ]
+    with pytest.raises(ValueError, match="when must be one of"):
+        fake.set_ci_config(PID, [{"name": "x", "when": "sometimes"}], sha=SHA)
+
+
+def test_ci_lint_params_and_dry_run(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_commit(PID, SHA, branches=["main"])
+    fake.set_ci_config(PID, [{"name": "deploy", "stage": "deploy", "environment": "prod"}], sha=SHA)
+    bad = api_get(fake, f"/projects/{PID}/ci/lint", include_jobs="maybe", sha=SHA, content_ref=SHA)
+    assert (bad.status_code, bad.json()) == (
+        400,
+        {"error": "sha, content_ref are mutually exclusive, include_jobs is invalid"},
+    )
+    ci_lint = gl.projects.get(PID, lazy=True).ci_lint
+    (job,) = ci_lint.get(dry_run=True, include_jobs=True).jobs
+    assert "only" not in job and "needs" not in job  # a simulated pipeline's jobs (dry_run_convert_to_jobs)
+    assert (job["name"], job["environment"], job["when"]) == ("deploy", "prod", "on_success")
+    unknown = ci_lint.get(dry_run=True, dry_run_ref="no-such-branch", include_jobs=True)
+    assert (unknown.valid, unknown.errors, unknown.jobs) == (False, ["Reference not found"], [])
+    fake.add_commit(PID, SHA2, branches=["empty"])
+    assert ci_lint.get(dry_run=True, content_ref=SHA2, ref="empty").errors == ["Missing CI config file"]
+    assert ci_lint.get(dry_run="0", content_ref=SHA2).errors == ["Please provide content of .gitlab-ci.yml"]
+
+
+def test_repository_control_methods_over_http(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    control = FakeGitLabClient(fake.url)
+    control.set_branch_head(project_id=PID, branch="main", sha=SHA)
+    stored = control.set_file(project_id=PID, path=CONFIG_PATH, content=CONFIG_TOML, branch="main")
+    assert stored == {
+        "file_path": CONFIG_PATH,
+        "commit_id": SHA,
+        "blob_id": git_blob_id(CONFIG_TOML.encode()),
+        "size": len(CONFIG_TOML.encode()),
+    }
+    project = gl.projects.get(PID, lazy=True)
+    assert project.files.get(file_path=CONFIG_PATH, ref="main").decode() == CONFIG_TOML.encode()
+    lint = control.set_ci_config(project_id=PID, jobs=["build", {"name": "scan", "stage": "deploy"}], branch="main")
+    assert lint == {"commit_id": SHA, "valid": True, "jobs": ["build", "scan"]}
+    assert [j["name"] for j in project.ci_lint.get(include_jobs=True).jobs] == ["build", "scan"]
+    control.delete_file(project_id=PID, path=CONFIG_PATH, sha=SHA)
+    with pytest.raises(GitlabGetError):
+        project.files.get(file_path=CONFIG_PATH, ref=SHA)
+    with pytest.raises(ApiError) as excinfo:
+        control.delete_file(project_id=PID, path=CONFIG_PATH, sha=SHA)
+    assert (excinfo.value.status, excinfo.value.body) == (404, {"message": "404 File Not Found"})
+    with pytest.raises(ApiError) as excinfo:
+        control.set_file(project_id=PID, path=CONFIG_PATH, content="x", branch="nope")
+    assert excinfo.value.status == 400 and "has no head commit" in excinfo.value.body["message"]
+    count = requests.get(
+        f"{fake.url}/_fake/request_count", params={"method": "GET", "path_regex": "/repository/files/"}, timeout=5
+    )
+    assert count.json() == 2
 
 
 # --- failure modes ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .gitlab_repo import RepositoryState
 from .gitlab_state import BOT_USERNAME, ApiError, GitLabState, User, param_error
 
 # GET /_fake/<name>?k=v or POST /_fake/<name> {"k": v} calls FakeGitLab.<name>(**kwargs), so scripts in other
@@ -32,6 +33,10 @@ CONTROL_METHODS = (
     "add_group",
     "add_project",
     "add_commit",
+    "set_branch_head",
+    "set_file",
+    "delete_file",
+    "set_ci_config",
     "add_pipeline",
     "add_job",
     "set_job_status",
@@ -59,7 +64,9 @@ DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 
 Args = dict[str, str]
-Handler = Callable[[GitLabState, User, Args, Args, dict[str, Any]], tuple[int, Any]]
+# (status, payload) or (status, payload, headers); a bytes payload is sent as is, a str one as text/plain.
+HandlerResult = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+Handler = Callable[[RepositoryState, User, Args, Args, dict[str, Any]], HandlerResult]
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 
 
@@ -168,6 +175,30 @@ def _get_pipeline(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, An
     return 200, st.get_pipeline(st.find_project(a["id"]), _int(a, "pipeline_id"))
 
 
+# file_path is one URL-encoded segment (.gitlab%2Fecr-scan-gate.toml): the server matches the raw path and
+# only then unquotes each argument, so an encoded "/" never splits it.
+@_route("GET", "/projects/:id/repository/files/:file_path")
+def _get_file(st: RepositoryState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    data, headers = st.get_file(user, a["id"], a["file_path"], q)
+    return 200, data, headers
+
+
+@_route("HEAD", "/projects/:id/repository/files/:file_path")
+def _head_file(st: RepositoryState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    return 200, b"", {**st.head_file(user, a["id"], a["file_path"], q), "Content-Type": "application/json"}
+
+
+@_route("GET", "/projects/:id/repository/files/:file_path/raw")
+def _raw_file(st: RepositoryState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    data, headers = st.raw_file(user, a["id"], a["file_path"], q)
+    return 200, data, headers
+
+
+@_route("GET", "/projects/:id/ci/lint")
+def _ci_lint(st: RepositoryState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    return 200, st.ci_lint(user, a["id"], q)
+
+
 def _paginate(items: list[Any], query: Args, host: str, path: str) -> tuple[list[Any], dict[str, str]]:
     """Offset pagination with GitLab's X-* headers and a Link header (python-gitlab follows rel="next")."""
     try:
@@ -271,13 +302,19 @@ class _Handler(BaseHTTPRequestHandler):
         return dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True))
 
     def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
-        is_text = isinstance(payload, str)
-        data = (payload if is_text else json.dumps(payload)).encode()
+        if isinstance(payload, bytes):
+            data, content_type = payload, "application/octet-stream"
+        elif isinstance(payload, str):
+            data, content_type = payload.encode(), "text/plain"
+        else:
+            data, content_type = json.dumps(payload).encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain" if is_text else "application/json")
+        # A handler may choose the Content-Type (e.g. a raw file's); the length is always the payload's.
+        self.send_header("Content-Type", headers.get("Content-Type", content_type))
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
-            self.send_header(key, value)
+            if key.lower() not in ("content-type", "content-length"):
+                self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             try:
@@ -292,8 +329,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class FakeGitLab(GitLabState):
-    """The fake GitLab server; the control API and snapshots are inherited from GitLabState."""
+class FakeGitLab(RepositoryState):
+    """The fake GitLab server; the control API and snapshots are inherited from GitLabState (and the repository
+    files and CI configs from RepositoryState)."""
 
     def __init__(
         self,
@@ -374,13 +412,14 @@ class FakeGitLab(GitLabState):
                 continue
             args = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
             try:
-                status, payload = handler(self, user, args, query, body)
+                status, payload, *rest = handler(self, user, args, query, body)
             except ApiError as exc:
                 return exc.status, exc.body, exc.headers, user
+            answer_headers: dict[str, str] = dict(rest[0]) if rest else {}
             if method == "GET" and isinstance(payload, list):
                 payload, page_headers = _paginate(payload, query, host, path)
-                return status, payload, page_headers, user
-            return status, payload, {}, user
+                answer_headers.update(page_headers)
+            return status, payload, answer_headers, user
         # Fail loudly on anything the fake does not model, rather than answer something plausible.
         what = "method" if known_path else "route"
         return 501, {"message": f"not implemented by fake GitLab ({what}): {method} {path}"}, {}, user

@@ -82,6 +82,19 @@ def forbidden() -> ApiError:
     return ApiError(403, {"message": "403 Forbidden"})
 
 
+def insufficient_scope(scopes: list[str]) -> ApiError:
+    # lib/api/api_guard.rb: Gitlab::Auth::InsufficientScopeError becomes rack-oauth2's Bearer::Forbidden, whose
+    # body names the scopes registered for the endpoint (its own first, then API::API's), space-separated.
+    return ApiError(
+        403,
+        {
+            "error": "insufficient_scope",
+            "error_description": "The request requires higher privileges than provided by the access token.",
+            "scope": " ".join(scopes),
+        },
+    )
+
+
 @dataclass
 class User:
     id: int
@@ -127,6 +140,8 @@ class Project:
     default_branch: str = "main"
     # sha -> branches containing it; "404 Commit Not Found" for any other sha, like a real repository.
     commits: dict[str, list[str]] = field(default_factory=dict)
+    # branch -> its head commit, set by set_branch_head, add_commit and add_pipeline (the latest call wins).
+    branch_heads: dict[str, str] = field(default_factory=dict)
 
     def api(self, base: str, group: Group | None) -> dict[str, Any]:
         namespace, _, path = self.path_with_namespace.rpartition("/")
@@ -409,8 +424,19 @@ class GitLabState:
 
     @locked
     def add_commit(self, project_id: int, sha: str, branches: list[str] | None = None) -> None:
-        """Make a sha known without a pipeline (a status posted then has to create one)."""
-        self._remember_commit(self._project(project_id), sha, *(branches or []))
+        """Make a sha known without a pipeline (a status posted then has to create one); it becomes the head of
+        each of `branches`."""
+        project = self._project(project_id)
+        self._remember_commit(project, sha, *(branches or []))
+        for branch in branches or []:
+            project.branch_heads[branch] = sha
+
+    @locked
+    def set_branch_head(self, project_id: int, branch: str, sha: str) -> None:
+        """A push: `branch` now points at `sha` (which becomes a known commit of the branch)."""
+        project = self._project(project_id)
+        self._remember_commit(project, sha, branch)
+        project.branch_heads[branch] = sha
 
     @locked
     def add_pipeline(
@@ -440,6 +466,8 @@ class GitLabState:
         )
         self.pipelines_by_id[pipeline_id] = pipeline
         self._remember_commit(project, sha, *([] if ref.startswith("refs/") else [ref]))
+        if not ref.startswith("refs/"):
+            project.branch_heads[ref] = sha  # a branch pipeline runs for the branch's head
         for spec in jobs or []:
             self._add_job(pipeline, spec)
         if status is None:
