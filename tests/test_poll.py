@@ -300,3 +300,30 @@ def test_following_the_rule_always_ends_by_the_deadline(
         image, progress = s.image, s.progress
         now += max(s.after_s, TICK)
     pytest.fail("the rule never finished")
+
+
+# --------------------------------------------------------------------------- the real cause at the deadline
+
+
+@pytest.mark.parametrize("last", [SCAN_NOT_FOUND, IMAGE_NOT_FOUND], ids=["scan", "image"])
+@pytest.mark.parametrize(
+    "at_deadline",
+    [None, poll.RateLimited(1.0), TransientError("ECR 500")],
+    ids=["no answer (sweep)", "rate limited", "transient error"],
+)
+def test_a_not_found_still_standing_at_the_deadline_is_the_verdict(last: ScanResult, at_deadline: poll.Answer) -> None:
+    long_grace = ScanSettings(poll_interval_s=15, timeout_s=60, not_found_grace_s=600, backoff_max_s=60)
+    waiting = step(last, at=30, scan=long_grace)
+    assert isinstance(waiting, poll.Wait) and waiting.progress.withheld == last.reason.value  # type: ignore[union-attr]
+    final = step(at_deadline, at=61, progress=waiting.progress, scan=long_grace)
+    assert isinstance(final, poll.Finish)
+    assert final.verdict.reason is last.reason
+
+
+def test_an_in_progress_answer_clears_a_withheld_not_found() -> None:
+    waiting = step(IMAGE_NOT_FOUND, at=5)
+    assert isinstance(waiting, poll.Wait) and waiting.progress.withheld == "image_not_found"
+    later = step(IN_PROGRESS, at=20, progress=waiting.progress)
+    assert isinstance(later, poll.Wait) and later.progress.withheld == ""
+    final = step(None, at=601, progress=later.progress)
+    assert isinstance(final, poll.Finish) and final.verdict.reason is Reason.TIMEOUT

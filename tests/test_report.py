@@ -139,7 +139,7 @@ def assert_inert(body: str) -> None:
 def test_status_for_each_reason(reason: Reason) -> None:
     payload = status_for(verdict(reason, summary="2 blocking findings in app/api"))
     assert payload == StatusPayload(reason.commit_state, "2 blocking findings in app/api")
-    assert payload.state in {"success", "failed", "canceled"}
+    assert payload.state in {"success", "failed", "canceled", "skipped"}
 
 
 def test_status_description_is_one_clean_line_within_limit() -> None:
@@ -165,7 +165,8 @@ def test_status_waiting_and_polling() -> None:
 
 # --- the note ---------------------------------------------------------------------------------------
 
-_WORDS = {Reason.PASSED: "PASSED", Reason.BLOCKED: "BLOCKED", Reason.CANCELED: "CANCELED"}
+_WORDS = {Reason.PASSED: "PASSED", Reason.BLOCKED: "BLOCKED", Reason.CANCELED: "CANCELED", Reason.SKIPPED: "SKIPPED"}
+_NOT_FROM_ECR = (Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING)
 
 
 @pytest.mark.parametrize("reason", list(Reason))
@@ -173,13 +174,17 @@ def test_section_for_each_reason(reason: Reason) -> None:
     v = blocked(2) if reason is Reason.BLOCKED else verdict(reason, detail="ECR says: no.")
     body = note(image("app/api", v))
     assert_inert(body)
-    assert f"#### {_WORDS.get(reason, 'FAILED')} · `app/api:0123abcd`" in body
+    label = "gate config" if reason is Reason.CONFIG_ERROR else "app/api:0123abcd"
+    assert f"#### {_WORDS.get(reason, 'FAILED')} · `{label}`" in body
     assert f"summary for {reason.value}".replace("_", "\\_") in body
     assert f"Reason `{reason.value}` · digest `sha256:{'ab' * 32}`" in body
     complete = reason in (Reason.PASSED, Reason.BLOCKED)
     assert ("| CRITICAL | HIGH | MEDIUM | LOW | INFORMATIONAL | UNDEFINED |" in body) == complete
     assert ("**What to do:** do the thing" in body) == (reason is not Reason.PASSED)
-    assert ("ECR said:\n\n```text\nECR says: no.\n```" in body) == (not complete)
+    from_ecr = not complete and reason not in (*_NOT_FROM_ECR, Reason.CONFIG_ERROR)
+    assert ("ECR said:\n\n```text\nECR says: no.\n```" in body) == from_ecr
+    assert ("Details:\n\n```text\nECR says: no.\n```" in body) == (reason in _NOT_FROM_ECR)
+    assert ("**Problems:**\n\n- `ECR says`: no\\." in body) == (reason is Reason.CONFIG_ERROR)
     assert ("**Blocking findings** (2, most severe first):" in body) == (reason is Reason.BLOCKED)
 
 

@@ -121,6 +121,7 @@ class Build:
     name: str
     stage: str
     status: str
+    allow_failure: bool = False  # a failure of such a job does not fail the pipeline
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class PipelineEvent:
     builds: tuple[Build, ...]
     url: str  # display only: GitLab is reached through the configured URL, never a payload's
     created_at: str
+    # A child pipeline (trigger: include:) of this project: the pipeline that triggered it.
+    parent_pipeline_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -174,6 +177,7 @@ class JobEvent:
     sha: str
     ref: str
     retries_count: int
+    parent_pipeline_id: int | None = None  # as PipelineEvent.parent_pipeline_id
 
 
 Event = PipelineEvent | JobEvent
@@ -187,7 +191,24 @@ def _parse_build(value: object, i: int) -> Build:
         name=_str(build, "name", where),
         stage=_str(build, "stage", where),
         status=_status(build, "status", where),
+        allow_failure=build.get("allow_failure") is True,
     )
+
+
+def _parent_pipeline(payload: Obj, project_id: int) -> int | None:
+    """The triggering pipeline when it is of the same project (a child pipeline), else None.
+
+    data_builder/pipeline.rb and build.rb add `source_pipeline` only to triggered pipelines; another
+    project's trigger (multi-project pipeline) is not a parent whose status we could post to.
+    """
+    source = payload.get("source_pipeline")
+    if not isinstance(source, dict):
+        return None
+    where = "source_pipeline."
+    project = _obj(_get(source, "project", where), "source_pipeline.project")
+    if _int(project, "id", where + "project.") != project_id:
+        return None
+    return _int(source, "pipeline_id", where)
 
 
 def _parse_pipeline(payload: Obj) -> PipelineEvent:
@@ -201,11 +222,14 @@ def _parse_pipeline(payload: Obj) -> PipelineEvent:
         mr = _obj(mr, "merge_request")
         mr_iid = _int(mr, "iid", "merge_request.")
         mr_project_id = _int(mr, "target_project_id", "merge_request.")
-    builds = _get(payload, "builds", "")
+    # Absent or null builds[]: the jobs are unknown, and routing then gates every image (fail closed).
+    builds = payload.get("builds")
+    builds = [] if builds is None else builds
     if not isinstance(builds, list):
         raise InvalidEvent(f"builds: expected a list, got {_describe(builds)}")
+    project_id = _int(project, "id", p)
     return PipelineEvent(
-        project_id=_int(project, "id", p),
+        project_id=project_id,
         project_path=_str(project, "path_with_namespace", p, MAX_PATH),
         pipeline_id=_int(attrs, "id", a),
         sha=_sha(attrs, "sha", a),
@@ -217,6 +241,7 @@ def _parse_pipeline(payload: Obj) -> PipelineEvent:
         builds=tuple(_parse_build(b, i) for i, b in enumerate(builds)),
         url=_str(attrs, "url", a, MAX_TEXT, optional=True),
         created_at=_str(attrs, "created_at", a, MAX_TEXT, optional=True),
+        parent_pipeline_id=_parent_pipeline(payload, project_id),
     )
 
 
@@ -245,6 +270,7 @@ def _parse_job(payload: Obj) -> JobEvent:
         sha=_sha(payload, "sha"),
         ref=_str(payload, "ref", max_len=MAX_REF),
         retries_count=retries,
+        parent_pipeline_id=_parent_pipeline(payload, project_id),
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.core.models import Image, Verdict
+from bot.core.policy import Policy
 from bot.core.poll import Progress
 
 
@@ -32,6 +33,10 @@ class Gate:
     pipeline_url: str = ""
     source: str = ""
     mr_iid: int = 0  # 0: not a merge request pipeline (look the MR up by commit)
+    # Where the status goes: a child pipeline's gate reports into its parent, the MR's pipeline. 0: pipeline_id.
+    report_pipeline_id: int = 0
+    # The policy resolved when the gate was made (central config or repo file); None: look it up (older gates).
+    policy: Policy | None = None
     state: GateState = GateState.WAITING
     created_at: float = 0.0
     last_progress: float = 0.0  # last time a poll or the sweep looked at it
@@ -49,6 +54,11 @@ class Gate:
     @property
     def repository(self) -> str:
         return self.image.repository
+
+    @property
+    def status_pipeline_id(self) -> int:
+        """The pipeline whose "Pipelines must succeed" this gate's status must hold."""
+        return self.report_pipeline_id or self.pipeline_id
 
 
 def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:

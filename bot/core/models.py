@@ -54,6 +54,12 @@ class Reason(StrEnum):
     ERROR = "error"
     # Not a scan verdict: the pipeline failed or was canceled before the image was pushed.
     CANCELED = "canceled"
+    # Not a scan verdict: the pipeline finished (not failed) without running the push job; nothing was built.
+    SKIPPED = "skipped"
+    # The project's gate config (central entry or .gitlab/ecr-scan-gate.toml) is invalid or not allowed.
+    CONFIG_ERROR = "config_error"
+    # An image marked `required` whose push job is not in this pipeline at all.
+    PUSH_JOB_MISSING = "push_job_missing"
 
     @property
     def exit_code(self) -> int:
@@ -67,6 +73,8 @@ class Reason(StrEnum):
             return "success"
         if self is Reason.CANCELED:
             return "canceled"
+        if self is Reason.SKIPPED:
+            return "skipped"  # GitLab counts a skipped status as passing: nothing was built to block
         return "failed"
 
 
@@ -83,6 +91,9 @@ _EXIT_CODES: dict[Reason, int] = {
     Reason.TIMEOUT: 4,
     Reason.ERROR: 5,
     Reason.CANCELED: 5,
+    Reason.SKIPPED: 5,
+    Reason.CONFIG_ERROR: 3,
+    Reason.PUSH_JOB_MISSING: 3,
 }
 
 # Exit code for bad arguments or configuration (same family as setup mistakes).

@@ -42,6 +42,12 @@ def remediation(reason: Reason, t: Image, detail: str = "") -> str:
         Reason.ERROR: "The gate could not read a trustworthy answer. Re-run the pipeline; if it persists, run "
         "`python -m bot doctor` and check the worker logs.",
         Reason.CANCELED: "The pipeline ended before the image was pushed; nothing was scanned.",
+        Reason.SKIPPED: "Nothing to do: the pipeline finished without running the push job, so no image was "
+        "built. Run the push job (it may be manual) to gate the image.",
+        Reason.CONFIG_ERROR: "Fix each problem listed for the gate config (the key names the setting), commit, "
+        "and re-run the pipeline. What a repo file may ask for is set by the central config.",
+        Reason.PUSH_JOB_MISSING: f"{repo} is `required`, but its push job is not in this pipeline. Make the push "
+        "job run in every pipeline (check its `rules:`), or drop `required` for this image.",
     }
     return texts[reason]
 
@@ -77,6 +83,9 @@ _SUMMARIES = {
     Reason.TIMEOUT: "scan of {repo} not complete after {waited}s (last status {status})",
     Reason.ERROR: "gate error for {repo}: no trustworthy scan answer",
     Reason.CANCELED: "canceled: pipeline ended before {repo} was pushed",
+    Reason.SKIPPED: "skipped: the pipeline finished without pushing {repo}",
+    Reason.CONFIG_ERROR: "config error: {status}",
+    Reason.PUSH_JOB_MISSING: "{repo} is required but its push job is not in this pipeline",
 }
 
 

@@ -25,6 +25,10 @@ class Progress:
     failures: int = 0  # transient errors in a row: the backoff's exponent
     ecr_status: str = ""  # the last status or error code ECR answered
     last_error: str = ""  # the last transient error, for the timeout's text
+    # The reason of the last not-found answer that came within the grace (and its text): if nothing better
+    # comes by the deadline, that is the real cause, not a "timeout".
+    withheld: str = ""
+    withheld_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,13 @@ def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
 
 
 def timeout(image: Image, progress: Progress, now: float, how: str = "") -> Finish:
-    """The TIMEOUT verdict: not final by the deadline. `how` says who noticed (e.g. the sweep)."""
+    """The verdict at the deadline: TIMEOUT, unless ECR's last word was image or scan not found (then that)."""
+    if progress.withheld in GRACE_REASONS:
+        reason = Reason(progress.withheld)
+        verdict = failed_verdict(
+            reason, image, detail=progress.withheld_detail + how, status=progress.ecr_status, digest=image.digest
+        )
+        return Finish(verdict, image, progress)
     if progress.last_error:
         detail = f"last error: {progress.last_error}"
     else:
@@ -112,10 +122,16 @@ def next_step(
         wait = answer.retry_after if answer.retry_after else backoff(failures, scan.backoff_max_s, rng)
         return Wait(min(wait, remaining), image, progress)
     image = image.pinned(answer.digest)
-    progress = replace(
-        progress, attempts=progress.attempts + 1, failures=0, ecr_status=answer.ecr_status, last_error=""
-    )
     early = within_grace(answer, now - progress.polling_since, scan.not_found_grace_s)
+    progress = replace(
+        progress,
+        attempts=progress.attempts + 1,
+        failures=0,
+        ecr_status=answer.ecr_status,
+        last_error="",
+        withheld=answer.reason.value if early and answer.reason else "",
+        withheld_detail=clean(answer.detail, 300) if early else "",
+    )
     # A not-found answer still standing at the deadline is the answer (not a timeout): it says why.
     if answer.is_final and (not early or remaining <= 0):
         verdict = decide(answer, policy, image)

@@ -18,6 +18,7 @@ from bot.core.markdown import (
     table_row,
 )
 from bot.core.models import Finding, Reason, Severity, Verdict
+from bot.core.plan import NotGated
 
 MARKER = "<!-- ecr-scan-gate -->"
 DESCRIPTION_LIMIT = 255  # GitLab's limit for a commit status description
@@ -86,7 +87,7 @@ def target_url(gitlab_url: str, gate: Gate) -> str:
     """Where a commit status links to: the MR when there is one, else the pipeline."""
     if gate.mr_iid:
         return f"{project_url(gitlab_url, gate.project_path)}/-/merge_requests/{gate.mr_iid}"
-    return f"{project_url(gitlab_url, gate.project_path)}/-/pipelines/{gate.pipeline_id}"
+    return f"{project_url(gitlab_url, gate.project_path)}/-/pipelines/{gate.status_pipeline_id}"
 
 
 def note_has_marker(body: str) -> bool:
@@ -97,11 +98,19 @@ def note_has_marker(body: str) -> bool:
     return body.lstrip("\ufeff \t\r\n").startswith(MARKER)
 
 
-def render_note(images: Sequence[Gate], *, project_path: str, sha: str, max_listed: int = 20) -> str:
-    """The whole MR note: marker, overall result, one section per image, footer; under NOTE_LIMIT."""
+def render_note(
+    images: Sequence[Gate],
+    *,
+    project_path: str,
+    sha: str,
+    max_listed: int = 20,
+    not_gated: Sequence[NotGated] = (),
+) -> str:
+    """The whole MR note: marker, overall result, one section per image, what was not gated, footer."""
     ordered = sorted(images, key=lambda r: (r.image.repository, r.image.tag, r.status_name))
-    head = _header(ordered, project_path, sha)
-    budget = min(BODY_BUDGET, NOTE_LIMIT) - len(head) - len(_FOOTER) - 400
+    head = _header(ordered, project_path, sha, bool(not_gated))
+    tail = _not_gated_block(not_gated)
+    budget = min(BODY_BUDGET, NOTE_LIMIT) - len(head) - len(tail) - len(_FOOTER) - 400
     bare = [_section(r, listed=0, row_budget=0) for r in ordered]
     fixed = sum(len(s) + 2 for s in bare)
     if fixed > budget:
@@ -122,10 +131,27 @@ def render_note(images: Sequence[Gate], *, project_path: str, sha: str, max_list
         listing = sum(1 for r in ordered if _has_findings(r))
         share = (budget - fixed) // max(1, listing) - _TABLE_SLACK
         sections = [_section(r, listed=max(0, max_listed), row_budget=share) for r in ordered]
-    body = "\n\n".join([head, *sections, _FOOTER]) + "\n"
+    body = "\n\n".join([head, *sections, *([tail] if tail else []), _FOOTER]) + "\n"
     if len(body) > min(BODY_BUDGET, NOTE_LIMIT):  # a last guard: the estimates above were wrong
         body = "\n\n".join([head, "_The report is too large for a note; see the commit statuses._", _FOOTER])
     return body + ("" if body.endswith("\n") else "\n")
+
+
+# More "not gated" lines than this is a monorepo listing its whole catalogue: summarise the rest.
+_NOT_GATED_LISTED = 50
+
+
+def _not_gated_block(not_gated: Sequence[NotGated]) -> str:
+    if not not_gated:
+        return ""
+    lines = [
+        f"- not gated in this pipeline: {md_code(n.repository, 200)} (its push job {md_code(n.push_job, 255)} "
+        "is not in this pipeline)"
+        for n in not_gated[:_NOT_GATED_LISTED]
+    ]
+    if len(not_gated) > _NOT_GATED_LISTED:
+        lines.append(f"- …and {len(not_gated) - _NOT_GATED_LISTED} more images not gated")
+    return "**Not gated** (nothing of theirs was built here, so no commit status):\n\n" + "\n".join(lines)
 
 
 def _has_findings(report: Gate) -> bool:
@@ -145,23 +171,33 @@ def _status_word(report: Gate) -> str:
         return "SCANNING"
     if report.verdict is None:
         return "FAILED"  # finished without a verdict: fail closed in the report too
-    return {Reason.PASSED: "PASSED", Reason.BLOCKED: "BLOCKED", Reason.CANCELED: "CANCELED"}.get(
-        report.verdict.reason, "FAILED"
-    )
+    return {
+        Reason.PASSED: "PASSED",
+        Reason.BLOCKED: "BLOCKED",
+        Reason.CANCELED: "CANCELED",
+        Reason.SKIPPED: "SKIPPED",
+    }.get(report.verdict.reason, "FAILED")
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _title(images: Sequence[Gate]) -> str:
+def _title(images: Sequence[Gate], some_not_gated: bool = False) -> str:
     words = [_status_word(r) for r in images]
     n = len(words)
     failed = sum(w in ("FAILED", "BLOCKED") for w in words)
     pending = sum(w in ("WAITING", "SCANNING") for w in words)
     canceled = words.count("CANCELED")
+    skipped = words.count("SKIPPED")
     if n == 0:
-        return "ECR scan gate: no images to check"
+        return (
+            "ECR scan gate: no image is pushed in this pipeline"
+            if some_not_gated
+            else "ECR scan gate: no images to check"
+        )
+    if any(r.verdict is not None and r.verdict.reason is Reason.CONFIG_ERROR for r in images):
+        return "ECR scan gate: the gate config has errors, nothing was checked"
     if failed:
         still = f", {pending} still pending" if pending else ""
         return f"ECR scan gate: {failed} of {_plural(n, 'image')} failed{still}"
@@ -169,13 +205,18 @@ def _title(images: Sequence[Gate]) -> str:
         return f"ECR scan gate: waiting for {pending} of {_plural(n, 'image')}"
     if canceled:
         return f"ECR scan gate: {canceled} of {_plural(n, 'image')} canceled"
+    if skipped == n:
+        return "ECR scan gate: nothing was pushed, nothing to check"
+    if skipped:
+        passed = n - skipped
+        return f"ECR scan gate: {passed} of {_plural(n, 'image')} passed, {skipped} not pushed"
     return "ECR scan gate: the image passed" if n == 1 else f"ECR scan gate: all {n} images passed"
 
 
-def _header(images: Sequence[Gate], project_path: str, sha: str) -> str:
+def _header(images: Sequence[Gate], project_path: str, sha: str, some_not_gated: bool = False) -> str:
     where = f" in {md_code(project_path, 200)}" if clean(project_path, 200) else ""
     commit = md_code(clean(sha, 64)[:8]) or "(unknown)"
-    return f"{MARKER}\n### {_title(images)}\n\nResults for commit {commit}{where}."
+    return f"{MARKER}\n### {_title(images, some_not_gated)}\n\nResults for commit {commit}{where}."
 
 
 def _count(counts: Mapping[Severity, int], severity: Severity) -> int:
@@ -230,8 +271,26 @@ def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
     return "\n\n".join(parts)
 
 
+_NOT_FROM_ECR = frozenset({Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING, Reason.CONFIG_ERROR})
+_PROBLEMS_LISTED = 50
+
+
+def _problems_block(detail: str) -> str:
+    """A config error's problems, one "key: message" per line of the detail, as a list."""
+    lines = [line for line in clean(detail, 20_000, multiline=True).split("\n") if line.strip()]
+    items = []
+    for line in lines[:_PROBLEMS_LISTED]:
+        key, sep, message = line.partition(": ")
+        items.append(f"- {md_code(key, 200)}: {md_inline(message)}" if sep else f"- {md_inline(line)}")
+    if len(lines) > _PROBLEMS_LISTED:
+        items.append(f"- …and {len(lines) - _PROBLEMS_LISTED} more")
+    return "**Problems:**\n\n" + "\n".join(items or ["- (none recorded)"])
+
+
 def _section(report: Gate, *, listed: int, row_budget: int) -> str:
     label = report.image.repository + (f":{report.image.tag}" if report.image.tag else "")
+    if report.verdict is not None and report.verdict.reason is Reason.CONFIG_ERROR:
+        label = "gate config"
     parts = [f"#### {_status_word(report)} · {md_code(label, 400) or '(unnamed image)'}"]
     verdict = _shown_verdict(report)
     if verdict is None:
@@ -263,10 +322,12 @@ def _section(report: Gate, *, listed: int, row_budget: int) -> str:
         lines = [md_inline(line) for line in clean(verdict.remediation, 2000, multiline=True).split("\n")]
         # Two trailing spaces: a hard line break, so the remediation keeps its lines in one paragraph.
         parts.append("**What to do:** " + "  \n".join(line for line in lines if line))
+    if verdict.reason is Reason.CONFIG_ERROR:
+        parts.append(_problems_block(verdict.detail))
     # A COMPLETE scan's description is boilerplate ("The scan was completed successfully").
-    fence = md_fence(verdict.detail) if verdict.reason not in _COMPLETE else ""
+    fence = md_fence(verdict.detail) if verdict.reason not in (*_COMPLETE, Reason.CONFIG_ERROR) else ""
     if fence:
-        parts.append("ECR said:\n\n" + fence)
+        parts.append(("Details:" if verdict.reason in _NOT_FROM_ECR else "ECR said:") + "\n\n" + fence)
     if verdict.blocking or verdict.blocking_total:
         parts.append(_findings_block(verdict, listed, row_budget))
     if verdict.reason in _COMPLETE:

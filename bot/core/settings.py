@@ -6,12 +6,27 @@ import fnmatch
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from bot.core.models import Image, Severity
 
 TAG_FIELDS = ("sha", "short_sha", "ref_slug", "pipeline_id")
+# Placeholders of a central image's `repository`, so one [[projects]] glob serves a standard group.
+REPOSITORY_FIELDS = ("project_name", "project_path", "group")
 _TAG_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+_ECR_REPOSITORY_RE = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_ACCOUNT_RE = re.compile(r"\d{12}")
 # Below this ECR starts throttling sustained pollers (ThrottlingException); 15 s is the usual safe floor.
 MIN_SAFE_INTERVAL_S = 10.0
 
@@ -19,6 +34,59 @@ MIN_SAFE_INTERVAL_S = 10.0
 def too_fast(interval_s: float) -> bool:
     """True for a poll interval that invites ECR throttling (warned about by config, check and doctor)."""
     return interval_s < MIN_SAFE_INTERVAL_S
+
+
+def check_placeholders(v: str, allowed: tuple[str, ...]) -> str:
+    unknown = [f for f in _TAG_FIELD_RE.findall(v) if f not in allowed]
+    if unknown:
+        raise ValueError(f"unknown placeholders {unknown}; use {{{'}, {'.join(allowed)}}}")
+    return v
+
+
+def check_repository(v: str, placeholders: tuple[str, ...] = ()) -> str:
+    """An ECR repository name, with these placeholders allowed in it."""
+    if placeholders:
+        check_placeholders(v, placeholders)
+    elif "{" in v:
+        raise ValueError("placeholders are not allowed here")
+    if not _ECR_REPOSITORY_RE.fullmatch(_TAG_FIELD_RE.sub("x", v)):
+        raise ValueError("not a valid ECR repository name (lowercase letters, digits, . _ - and /)")
+    return v
+
+
+def check_region(v: str) -> str:
+    if not _REGION_RE.fullmatch(v):
+        raise ValueError("not an AWS region name such as us-east-1")
+    return v
+
+
+def check_account(v: str | None) -> str | None:
+    if v is not None and not _ACCOUNT_RE.fullmatch(v):
+        raise ValueError("must be a 12-digit AWS account id")
+    return v
+
+
+def parse_severities(v: object) -> object:
+    """Severities from a list or a "CRITICAL,HIGH" string; None stays None (optional fields)."""
+    if isinstance(v, str):
+        v = [s for s in re.split(r"[,\s]+", v) if s]
+    if isinstance(v, list | tuple):
+        bad = [s for s in v if str(s).upper() not in Severity.__members__]
+        if bad:
+            raise ValueError(f"unknown severities {bad}; use {[s.value for s in Severity]}")
+        return tuple(Severity(str(s).upper()) for s in v)
+    return v
+
+
+# Field types shared by the central config and the repo file (bot/core/repo_config.py): one rule each.
+Severities = Annotated[tuple[Severity, ...], BeforeValidator(parse_severities)]
+OptionalSeverities = Annotated[tuple[Severity, ...] | None, BeforeValidator(parse_severities)]
+Repository = Annotated[str, AfterValidator(check_repository)]
+TemplatedRepository = Annotated[str, AfterValidator(lambda v: check_repository(v, REPOSITORY_FIELDS))]
+Tag = Annotated[str, AfterValidator(lambda v: check_placeholders(v, TAG_FIELDS))]
+Region = Annotated[str, AfterValidator(check_region)]
+OptionalRegion = Annotated[str | None, AfterValidator(lambda v: None if v is None else check_region(v))]
+Account = Annotated[str | None, AfterValidator(check_account)]
 
 
 class _Model(BaseModel):
@@ -63,23 +131,11 @@ class WebhookSettings(_Model):
 
 
 class PolicySettings(_Model):
-    fail_on: tuple[Severity, ...] = (Severity.CRITICAL, Severity.HIGH)
+    fail_on: Severities = (Severity.CRITICAL, Severity.HIGH)
     # CVE ids accepted by the security team; they are shown but never block.
     ignore: tuple[str, ...] = ()
     # How many blocking findings the MR note lists per image before "and N more".
     max_listed: int = Field(20, ge=1, le=500)
-
-    @field_validator("fail_on", mode="before")
-    @classmethod
-    def _severities(cls, v: object) -> object:
-        if isinstance(v, str):
-            v = [s for s in re.split(r"[,\s]+", v) if s]
-        if isinstance(v, list | tuple):
-            bad = [s for s in v if str(s).upper() not in Severity.__members__]
-            if bad:
-                raise ValueError(f"unknown severities {bad}; use {[s.value for s in Severity]}")
-            return tuple(Severity(str(s).upper()) for s in v)
-        return v
 
 
 class ScanSettings(_Model):
@@ -121,41 +177,27 @@ class CelerySettings(_Model):
 
 
 class ImageSettings(_Model):
-    repository: str
-    tag: str = "{short_sha}"
-    push_job: str
-    registry_id: str | None = None
-    region: str = "us-east-1"
+    repository: TemplatedRepository  # may hold {project_name}, {project_path}, {group} (central config only)
+    tag: Tag = "{short_sha}"
+    push_job: str = Field(min_length=1, max_length=255)
+    # A pipeline without this image's push job fails the gate instead of leaving the image ungated.
+    required: StrictBool = False
+    registry_id: Account = None
+    region: Region = "us-east-1"
     # Assume this role (STS) for this image's account; empty uses the default credential chain.
     role_arn: str | None = None
-    fail_on: tuple[Severity, ...] | None = None
+    fail_on: OptionalSeverities = None
 
-    @field_validator("repository")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        if not re.fullmatch(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*", v):
-            raise ValueError("not a valid ECR repository name")
-        return v
-
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, v: str) -> str:
-        unknown = [f for f in _TAG_FIELD_RE.findall(v) if f not in TAG_FIELDS]
-        if unknown:
-            raise ValueError(f"unknown placeholders {unknown}; use {{{'}, {'.join(TAG_FIELDS)}}}")
-        return v
-
-    @field_validator("registry_id")
-    @classmethod
-    def _registry(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\d{12}", v):
-            raise ValueError("must be a 12-digit AWS account id")
-        return v
-
-    @field_validator("fail_on", mode="before")
-    @classmethod
-    def _fail_on(cls, v: object) -> object:
-        return None if v is None else PolicySettings._severities(v)
+    def for_project(self, project_path: str) -> ImageSettings:
+        """This image with its repository placeholders filled in for one project; ValueError if invalid."""
+        if "{" not in self.repository:
+            return self
+        group, _, name = project_path.rpartition("/")
+        values = {"project_name": name, "project_path": project_path, "group": group}
+        repository = _TAG_FIELD_RE.sub(lambda m: values[m.group(1)], self.repository)
+        if not _ECR_REPOSITORY_RE.fullmatch(repository):
+            raise ValueError(f"{self.repository!r} gives {repository[:80]!r} here: not a valid ECR repository name")
+        return self.model_copy(update={"repository": repository})
 
     def render_tag(self, sha: str, ref: str, pipeline_id: int) -> str:
         values = {
@@ -176,15 +218,34 @@ class ImageSettings(_Model):
         )
 
 
+class RegistrySettings(_Model):
+    """An AWS registry a project's repo file may name: its account, the regions, the role to assume there."""
+
+    registry_id: Account = None  # None: the bot's own account
+    regions: Annotated[tuple[Region, ...], Field(min_length=1)] = ("us-east-1",)
+    role_arn: str | None = None
+
+
 class ProjectSettings(_Model):
+    """Which projects are gated (the trust boundary), what their repo files may ask for, default images."""
+
     path: str | None = None  # path_with_namespace or a glob such as "group/*"
     id: int | None = None
-    images: Annotated[tuple[ImageSettings, ...], Field(min_length=1)]
+    # Used when the project has no repo file; may be templated ({project_name}) for a whole group.
+    images: tuple[ImageSettings, ...] = ()
+    # Read .gitlab/ecr-scan-gate.toml at the pipeline's commit; its images replace `images`.
+    repo_file: bool = True
+    # The only registries and regions a repo file may name; role_arn is set here, never by a repo.
+    registries: Annotated[tuple[RegistrySettings, ...], Field(min_length=1)] = (RegistrySettings(),)
+    # false: a repo file's [policy] may only be stricter than the org's [policy].
+    allow_relax: bool = False
 
     @model_validator(mode="after")
     def _selector(self) -> ProjectSettings:
         if self.path is None and self.id is None:
             raise ValueError("needs `path` (or a glob) or `id`")
+        if not self.images and not self.repo_file:
+            raise ValueError("needs `images`, or `repo_file = true` so each project declares its own")
         return self
 
     def matches(self, project_id: int, path: str) -> bool:
