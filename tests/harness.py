@@ -40,6 +40,7 @@ def write_config(
     prefix: str | None = None,
     poll_interval: float | None = None,
     grace: float | None = None,
+    projects: list[dict[str, Any]] | None = None,
 ) -> Path:
     """The harness's config (tests.configs holds the defaults); only the values given here override them."""
     given = {
@@ -49,7 +50,11 @@ def write_config(
         "celery": {"visibility_timeout_s": visibility},
         "redis": {"url": redis_url, "key_prefix": prefix},
     }
-    sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in given.items()}
+    sections: dict[str, Any] = {
+        name: {k: v for k, v in values.items() if v is not None} for name, values in given.items()
+    }
+    if projects is not None:
+        sections["projects"] = projects
     return configs.write_config(path, gitlab={"url": gitlab_url}, **sections)
 
 
@@ -194,6 +199,8 @@ class Scenario:
     sha: str = field(default_factory=lambda: secrets.token_hex(20))
     branch: str = "feature/gate"
     jobs: dict[str, int] = field(default_factory=dict)
+    # The CI jobs of each of its pipelines (a monorepo's pipeline holds only some push jobs).
+    job_names: tuple[str, ...] = (PUSH_APP, PUSH_API, "unit-tests")
 
     def __post_init__(self) -> None:
         self.project_path = f"{GROUP}/p{self.project_id}"
@@ -202,7 +209,7 @@ class Scenario:
         self._add_pipeline(self.pipeline_id, self.sha)
 
     def _add_pipeline(self, pipeline_id: int, sha: str) -> None:
-        self.jobs = {name: next(self.job_ids) for name in (PUSH_APP, PUSH_API, "unit-tests")}
+        self.jobs = {name: next(self.job_ids) for name in self.job_names}
         self.gitlab.add_pipeline(
             self.project_id,
             pipeline_id,

@@ -20,8 +20,10 @@ from celery.exceptions import Retry
 
 from bot.core.events import PipelineEvent, parse_event
 from bot.core.gate import Gate
-from bot.core.models import Finding, Phase, ScanResult, Severity
+from bot.core.models import Finding, Phase, Reason, ScanResult, Severity
+from bot.core.plan import NoPush
 from bot.core.policy import decide
+from bot.core.repo_config import resolve
 from bot.core.routing import gates_for_pipeline, policy_for
 from bot.core.settings import Settings
 from tests import harness
@@ -85,7 +87,9 @@ class Sent:
     notes: list[tuple[Any, ...]] = field(default_factory=list)
     retries: list[tuple[tuple[Any, ...], float]] = field(default_factory=list)  # poll's (args, countdown)
     started: list[str] = field(default_factory=list)
-    canceled: list[tuple[str, str]] = field(default_factory=list)
+    canceled: list[tuple[str, str]] = field(default_factory=list)  # canceled or skipped: (key, why)
+    ended: list[tuple[str, Reason]] = field(default_factory=list)
+    replayed: list[tuple[str, str]] = field(default_factory=list)  # (task, inbox id)
 
     def actions(self) -> Actions:
         return Actions(
@@ -93,8 +97,13 @@ class Sent:
             enqueue_sync=self.syncs.append,
             enqueue_note=lambda *args: self.notes.append(args),
             start_polling=lambda gate: self.started.append(gate.key),
-            cancel=lambda gate, why: self.canceled.append((gate.key, why)),
+            end=self._end,
+            replay=lambda task, payload, inbox: self.replayed.append((task, inbox)),
         )
+
+    def _end(self, gate: Gate, no_push: NoPush) -> None:
+        self.canceled.append((gate.key, no_push.why))
+        self.ended.append((gate.key, no_push.reason))
 
 
 @pytest.fixture
@@ -146,7 +155,9 @@ def gate(rt: Runtime, s: Scenario, repository: str = "app") -> Gate:
     event = parse_event("Pipeline Hook", s.pipeline_body())
     project = rt.settings.project_for(s.project_id, s.project_path)
     assert isinstance(event, PipelineEvent) and project is not None
-    fresh = next(g for g in gates_for_pipeline(rt.settings, project, event) if g.repository == repository)
+    resolved = resolve(project, rt.settings.policy, s.project_path, None)  # the central config (no repo file)
+    gates = gates_for_pipeline(rt.settings, resolved, resolved.images, event)
+    fresh = next(g for g in gates if g.repository == repository)
     assert rt.store.create(fresh)
     return stored(rt, fresh.key)
 

@@ -194,7 +194,7 @@ def test_final_status_post_timeout_is_not_posted_twice(stack: Stack):
     assert_end_state(s, {"app": "success", "api": "failed"})
 
 
-def test_lost_pipeline_task_is_recovered_from_the_receivers_records(stack: Stack):
+def test_lost_pipeline_task_is_replayed_from_the_receivers_inbox(stack: Stack):
     """A 202'd delivery whose queued task vanishes (kombu can drop a message a dying worker held)."""
     s = stack.scenario()
     s.push("app")
@@ -205,7 +205,7 @@ def test_lost_pipeline_task_is_recovered_from_the_receivers_records(stack: Stack
     try:
         assert s.pipeline_event("running").status_code == 202
         queue = f"{load_prefix(stack)}:celery:ecr-scan-gate"
-        assert stack.store().delete(queue) == 1  # the task is gone; only the receiver's gate records remain
+        assert stack.store().delete(queue) == 1  # the task is gone; only the receiver's inbox entry remains
         stack.gitlab.set_job_status(s.jobs[PUSH_APP], "success")
         stack.gitlab.set_job_status(s.jobs[PUSH_API], "success")
     finally:

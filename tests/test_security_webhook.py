@@ -25,6 +25,7 @@ from bot.adapters.store import Store
 from bot.config import load_settings
 from bot.core.errors import ConfigError
 from bot.core.events import EventKind, InvalidEvent, JobEvent, event_from_dict, event_to_dict, parse_event
+from bot.core.repo_config import resolve
 from bot.core.routing import gates_for_job, gates_for_pipeline
 from bot.core.settings import Settings
 from bot.web.app import create_app
@@ -45,9 +46,11 @@ EVIL = "http://evil.example"
 MAX_BODY = 64 * 1024  # small, so bodies around the cap are cheap to generate
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
+# Central images only (repo_file = false): the receiver knows every push job, so it can refuse the rest.
 PROJECTS = [
     {
         "path": "sec/*",
+        "repo_file": False,
         "images": [
             {
                 "repository": "app",
@@ -59,7 +62,11 @@ PROJECTS = [
             }
         ],
     },
-    {"id": 4242, "images": [{"repository": "by-id", "tag": "{ref_slug}-{short_sha}", "push_job": "build-image"}]},
+    {
+        "id": 4242,
+        "repo_file": False,
+        "images": [{"repository": "by-id", "tag": "{ref_slug}-{short_sha}", "push_job": "build-image"}],
+    },
 ]
 
 FUZZ = settings(
@@ -818,7 +825,8 @@ def test_forged_urls_reach_no_api_call_and_ecr_coordinates_come_from_config(web:
     event = event_from_dict(payload)
     project = web.settings.project_for(event.project_id, event.project_path)
     image = project.images[0]
-    gates = gates_for_pipeline(web.settings, project, event)
+    resolved = resolve(project, web.settings.policy, event.project_path, None)
+    gates = gates_for_pipeline(web.settings, resolved, resolved.images, event)
     assert [g.repository for g in gates] == ["app"]
     from bot.core.report import project_url, target_url
 
@@ -845,7 +853,7 @@ def test_forged_job_event_gates_come_from_config(web: Web) -> None:
     assert EVIL not in json.dumps(payload)
     event = event_from_dict(payload)
     project = web.settings.project_for(event.project_id, event.project_path)
-    (gate,) = gates_for_job(web.settings, project, event)
+    (gate,) = gates_for_job(web.settings, resolve(project, web.settings.policy, event.project_path, None), event)
     assert (gate.repository, gate.image.region, gate.image.registry_id, gate.image.role_arn) == (
         "by-id",
         "us-east-1",

@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from bot.adapters.records import PipelinePlan
 from bot.adapters.store import Store
 from bot.core.settings import Settings
 from bot.web.app import create_app
@@ -20,12 +21,14 @@ class Recorder:
 
     def __init__(self, fail: Exception | None = None) -> None:
         self.sent: list[tuple[str, dict]] = []
+        self.inboxes: list[str] = []
         self.fail = fail
 
-    def __call__(self, task: str, payload: dict) -> str:
+    def __call__(self, task: str, payload: dict, inbox: str = "") -> str:
         if self.fail:
             raise self.fail
         self.sent.append((task, payload))
+        self.inboxes.append(inbox)
         return f"task-{len(self.sent)}"
 
 
@@ -112,13 +115,24 @@ def test_unconfigured_project_is_2xx_ignored(web, queue):
     assert queue.sent == []
 
 
-def test_job_event_of_other_job_ignored_push_job_success_queued(web, queue):
+def test_job_event_of_other_job_ignored_push_job_success_queued(web, queue, settings, redis_url):
+    # The pipeline's plan is known (its Pipeline Hook came first): only its push jobs are queued.
+    store = Store.from_url(redis_url, settings.redis.gate_ttl_s, prefix=settings.redis.key_prefix)
+    store.save_plan(PipelinePlan(5002, 7001, 7001, "0" * 40, push_jobs=("docker-push",)))
     other = job_payload(project_id=5002, project_path="e2e/web", job_name="unit-tests")
     assert post(web, other, event="Job Hook").get_json()["status"] == "ignored"
     running = job_payload(project_id=5002, project_path="e2e/web", status="running")
     assert post(web, running, event="Job Hook").get_json()["status"] == "ignored"
     push = job_payload(project_id=5002, project_path="e2e/web", job_id=777)
     assert post(web, push, event="Job Hook").status_code == 202
+    assert [t for t, _ in queue.sent] == ["gate.job_event"]
+    assert queue.inboxes[0] in {d.id for d in store.stale_deliveries(time.time() + 1, limit=10_000)}
+
+
+def test_a_job_of_a_pipeline_not_yet_planned_is_queued_for_the_worker_to_decide(web, queue):
+    # A repo file may declare any job as a push job, and the receiver does not read GitLab.
+    early = job_payload(project_id=5003, project_path="e2e/web", pipeline_id=8123, job_name="unit-tests")
+    assert post(web, early, event="Job Hook").status_code == 202
     assert [t for t, _ in queue.sent] == ["gate.job_event"]
 
 

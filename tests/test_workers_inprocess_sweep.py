@@ -138,3 +138,27 @@ def test_refresh_notes_writes_one_note_edits_it_and_ignores_an_older_pipeline(rt
     assert reporting.refresh_notes(rt, s.project_id, old_sha, old_pipeline, s.mr_iid, api1.key) is False
     assert ours() == [edited] and writes() == (1, 1)  # the note stays on the head
     assert stored(rt, api1.key).noted == 1  # nothing more to do for it
+
+
+def test_sweep_replays_an_accepted_delivery_whose_task_was_lost_then_gives_up(rt, s, sent):
+    rt.store.accept("idem-lost-1", "gate.pipeline_event", {"kind": "Pipeline Hook"})
+    soon = time.time() + 1
+    assert "replayed" not in sweep_once(rt, sent.actions(), now=soon)  # its task may still be retrying
+    later = time.time() + max(2 * rt.settings.sweep.interval_s, rt.settings.sweep.stuck_after_s) + 1
+    assert sweep_once(rt, sent.actions(), now=later).get("replayed") == 1
+    assert sent.replayed == [("gate.pipeline_event", "idem-lost-1")]
+    for _ in range(5):  # each replay's task fails again: a poison delivery, not a lost one
+        sweep_once(rt, sent.actions(), now=time.time() + 600)
+    assert "idem-lost-1" not in {d.id for d in rt.store.stale_deliveries(time.time() + 10**6, limit=10_000)}
+    rt.store.processed("idem-lost-1")
+
+
+def test_sweep_skips_a_waiting_gate_once_only_its_manual_push_job_is_left(rt, s, sent, fake_gitlab):
+    g = gate(rt, s)
+    rt.store.set_posted(g.key, "pending")
+    for name, status in (("unit-tests", "success"), (PUSH_APP, "manual"), ("docker-push-api", "success")):
+        fake_gitlab.set_job_status(s.jobs[name], status)
+    now = g.created_at + rt.settings.sweep.stuck_after_s + 1
+    assert sweep_once(rt, sent.actions(), now=now) == {"skipped": 1}
+    assert sent.ended == [(g.key, Reason.SKIPPED)]
+    assert sent.canceled == [(g.key, f"the pipeline finished without running {PUSH_APP} (manual) (found by sweep)")]

@@ -9,6 +9,7 @@ from redis.lock import Lock
 
 from bot.core.errors import TransientError
 from bot.core.gate import Gate, GateState
+from bot.core.plan import NotGated
 from bot.core.report import gate_status, render_note, target_url
 from workers.runtime import Runtime
 
@@ -53,7 +54,7 @@ def post_status(rt: Runtime, gate: Gate) -> None:
                 "name": gate.status_name,
                 "description": wanted.description,
                 "target_url": target_url(rt.settings.gitlab.url, gate),
-                "pipeline_id": gate.pipeline_id,
+                "pipeline_id": gate.status_pipeline_id,
             },
         )
         rt.store.set_posted(gate.key, wanted.state)
@@ -69,7 +70,7 @@ def _already_posted(rt: Runtime, gate: Gate, state: str) -> bool:
     """
     if gate.posting != state or state in ("pending", "running"):
         return False
-    current = rt.gitlab.current_status(gate.project_id, gate.sha, gate.status_name, gate.pipeline_id)
+    current = rt.gitlab.current_status(gate.project_id, gate.sha, gate.status_name, gate.status_pipeline_id)
     if current == state:
         rt.store.set_posted(gate.key, state)
         return True
@@ -113,16 +114,30 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
         with holding(lock, 2 * rt.settings.gitlab.timeout_s):
             gates = rt.store.gates_for_commit(project_id, head_sha)
             if head_pipeline:
-                gates = [g for g in gates if g.pipeline_id == head_pipeline]
+                gates = [g for g in gates if g.status_pipeline_id == head_pipeline]
             gates = _newest_per_repository(gates)
-            if not gates:
+            not_gated = _not_gated(rt, project_id, head_sha, head_pipeline, gates)
+            if not gates and not not_gated:
                 continue
             body = render_note(
                 gates,
-                project_path=gates[0].project_path,
+                project_path=gates[0].project_path if gates else rt.gitlab.project_path(project_id),
                 sha=head_sha,
                 max_listed=rt.settings.policy.max_listed,
+                not_gated=not_gated,
             )
             rt.gitlab.upsert_note(project_id, iid, body)
             _settle(rt, gates)
     return False
+
+
+def _not_gated(rt: Runtime, project_id: int, sha: str, head_pipeline: int, gates: list[Gate]) -> list[NotGated]:
+    """Images the head pipeline (with its child pipelines) did not gate, for the note's "not gated" lines."""
+    plans = rt.store.plans_for_commit(project_id, sha)
+    report_to = head_pipeline or max((p.report_pipeline_id for p in plans), default=0)
+    plans = [p for p in plans if p.report_pipeline_id == report_to]
+    # A child pipeline may gate what its parent does not: listed only when no pipeline of the tree gates it.
+    gated = {g.repository for g in gates}
+    return sorted(
+        {NotGated(r, job) for p in plans for r, job in p.not_gated if r not in gated}, key=lambda n: n.repository
+    )

@@ -1,10 +1,12 @@
-"""Which configured project an event or gate belongs to, confirmed with GitLab before the bot writes there."""
+"""Which configured project an event belongs to (confirmed with GitLab), and the config it gates under."""
 
 from __future__ import annotations
 
 import logging
 
+from bot.adapters.records import NO_FILE
 from bot.core.errors import PermanentError
+from bot.core.repo_config import FILE_KEY, REPO_FILE, Problem, RepoFile, Resolved, parse_repo_file, resolve
 from bot.core.settings import ProjectSettings
 from workers.runtime import Runtime
 
@@ -29,3 +31,45 @@ def confirmed_project(rt: Runtime, project_id: int, path: str) -> ProjectSetting
         log.warning("project %s is %r, not %r as the event says; not acting on it", project_id, actual, path[:100])
         return None
     return project
+
+
+def repo_file_bytes(rt: Runtime, project_id: int, sha: str) -> bytes | None:
+    """The project's repo file at `sha` (None: it has none), cached by commit and by blob id.
+
+    One HEAD per commit names the blob; the text is fetched only for a blob not seen before, so a group
+    whose projects share a file, or a pipeline's many events, cost one small request each.
+    TransientError propagates; a refusal other than 404 is a PermanentError (the caller fails closed).
+    """
+    blob_id = rt.store.cached_blob_id(project_id, sha, REPO_FILE)
+    if blob_id is None:
+        info = rt.gitlab.repo_file(project_id, REPO_FILE, sha)
+        blob_id = info.blob_id if info is not None and info.blob_id else (NO_FILE if info is None else "")
+        if blob_id:
+            rt.store.cache_blob_id(project_id, sha, REPO_FILE, blob_id)
+    if blob_id == NO_FILE:
+        return None
+    text = rt.store.cached_blob(blob_id) if blob_id else None
+    if text is not None:
+        return text.encode("utf-8")
+    info = rt.gitlab.repo_file(project_id, REPO_FILE, sha, content=True)
+    if info is None or info.content is None:
+        return None  # deleted between the two calls: none at this commit after all
+    try:
+        rt.store.cache_blob(info.blob_id or blob_id, info.content.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass  # not cached; parse_repo_file reports it
+    return info.content
+
+
+def resolved_config(rt: Runtime, project: ProjectSettings, project_id: int, path: str, sha: str) -> Resolved:
+    """The images and policy the project's pipeline at `sha` gates. TransientError propagates."""
+    repo: RepoFile | tuple[Problem, ...] | None = None
+    if project.repo_file:
+        try:
+            data = repo_file_bytes(rt, project_id, sha)
+        except PermanentError as exc:
+            # e.g. 403: the bot's token cannot read the repository. Unknown config: fail closed.
+            repo = (Problem(FILE_KEY, f"cannot be read ({exc})"),)
+        else:
+            repo = parse_repo_file(data) if data is not None else None
+    return resolve(project, rt.settings.policy, path or rt.gitlab.project_path(project_id), repo)

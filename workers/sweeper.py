@@ -7,18 +7,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.core import poll as rule
 from bot.core.errors import GateError
 from bot.core.events import FINISHED_STATUSES
 from bot.core.gate import Gate, GateState
+from bot.core.models import Reason
+from bot.core.plan import NoPush, newest, without_push
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-PUSH_NEVER = frozenset({"failed", "canceled", "skipped"})
 # A waiting gate older than this belongs to a pipeline that will never push: stop asking GitLab.
 MAX_WAIT_S = 24 * 3600
+# A delivery whose task failed this often is poison, not lost; an hour is far past any retry schedule.
+MAX_REPLAYS = 5
+MAX_INBOX_AGE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class Actions:
     enqueue_sync: Callable[[str], object]
     enqueue_note: Callable[[int, str, int, int, str], object]
     start_polling: Callable[[Gate], object]
-    cancel: Callable[[Gate, str], object]
+    end: Callable[[Gate, NoPush], object]  # canceled or skipped: the image will not be pushed
+    replay: Callable[[str, dict[str, Any], str], object]  # re-queue an accepted delivery whose task was lost
 
 
 def _sweep_polling(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
@@ -53,36 +59,52 @@ def _sweep_polling(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
 def _sweep_waiting(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
     stuck_after = rt.settings.sweep.stuck_after_s
     if not gate.posted_state and now - gate.created_at > 2 * rt.settings.sweep.interval_s:
-        # Recorded by the receiver but its task was lost: post the pending status now (two sweeps' grace
+        # Recorded, but the sync that posts its pending status was lost: post it now (two sweeps' grace
         # for the task itself), so the pipeline cannot finish green before the verdict.
         act.enqueue_sync(gate.key)
     if now - gate.created_at < stuck_after or now - gate.last_progress < stuck_after:
         return "ok"
     rt.store.touch(gate.key, now)  # ask GitLab about this gate once per stuck_after
-    job = rt.gitlab.find_job(gate.project_id, gate.pipeline_id, gate.push_job)
+    jobs = rt.gitlab.pipeline_jobs(gate.project_id, gate.pipeline_id)
+    job = newest(jobs, gate.push_job)
     if job is not None and job.status == "success":
         # The job event never arrived (or was lost before it was queued): start now.
         act.start_polling(gate)
         return "started"
-    if job is not None and job.status in PUSH_NEVER:
-        # Our pending status keeps the pipeline running, so no "pipeline failed" event will come:
-        # the newest try of the push job (a retry is a newer job) ended without pushing.
-        act.cancel(gate, f"{gate.push_job} {job.status}: nothing was pushed (found by sweep)")
-        return "canceled"
-    status = rt.gitlab.pipeline_status(gate.project_id, gate.pipeline_id)
-    if status in FINISHED_STATUSES:
-        act.cancel(gate, f"pipeline {status} and {gate.push_job} did not succeed (found by sweep)")
-        return "canceled"
-    if now - gate.created_at > MAX_WAIT_S:
-        act.cancel(gate, f"{gate.push_job} did not succeed within {MAX_WAIT_S // 3600} h")
-        return "canceled"
-    return "ok"
+    # Our pending status keeps the pipeline running, so no "pipeline finished" event will come: the jobs
+    # (the newest try of each) say whether the push can still happen.
+    no_push = without_push(gate.push_job, jobs)
+    if no_push is None:
+        status = rt.gitlab.pipeline_status(gate.project_id, gate.pipeline_id)
+        no_push = without_push(gate.push_job, jobs, status) if status in FINISHED_STATUSES else None
+    if no_push is None and now - gate.created_at > MAX_WAIT_S:
+        no_push = NoPush(Reason.CANCELED, f"{gate.push_job} did not succeed within {MAX_WAIT_S // 3600} h")
+    if no_push is None:
+        return "ok"
+    act.end(gate, NoPush(no_push.reason, f"{no_push.why} (found by sweep)"))
+    return no_push.reason.value
+
+
+def _replay_lost(rt: Runtime, now: float, act: Actions, counts: Counter[str]) -> None:
+    """Re-queue accepted deliveries whose task never finished (lost in the broker or a killed worker)."""
+    # A task retrying through a GitLab outage can take minutes; only then is a delivery taken as lost.
+    older = now - max(2 * rt.settings.sweep.interval_s, rt.settings.sweep.stuck_after_s)
+    for delivery in rt.store.stale_deliveries(older):
+        if delivery.replays >= MAX_REPLAYS or now - delivery.accepted_at > MAX_INBOX_AGE_S:
+            log.error("sweep: delivery %s (%s) given up after %d replays", delivery.id, delivery.task, delivery.replays)
+            rt.store.processed(delivery.id)
+            counts["given_up"] += 1
+            continue
+        rt.store.requeued(delivery.id)
+        act.replay(delivery.task, delivery.payload, delivery.id)
+        counts["replayed"] += 1
 
 
 def sweep_once(rt: Runtime, act: Actions, now: float | None = None) -> dict[str, int]:
     """One pass over the open gates; returns how many got each action."""
     counts: Counter[str] = Counter()
     now = time.time() if now is None else now
+    _replay_lost(rt, now, act, counts)
     for key in list(rt.store.open_gates()):
         gate = rt.store.get(key)
         if gate is None:
@@ -98,7 +120,7 @@ def sweep_once(rt: Runtime, act: Actions, now: float | None = None) -> dict[str,
                         act.enqueue_sync(gate.key)
                         counts["resynced"] += 1
                     else:
-                        act.enqueue_note(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate.key)
+                        act.enqueue_note(gate.project_id, gate.sha, gate.status_pipeline_id, gate.mr_iid, gate.key)
                         counts["renoted"] += 1
                 continue
             if gate.state is GateState.POLLING:

@@ -8,17 +8,28 @@ import time
 
 from celery import Task, shared_task
 
+from bot.adapters.records import PipelinePlan
 from bot.core import poll as rule
 from bot.core.errors import PermanentError, TransientError
 from bot.core.events import JobEvent, PipelineEvent, event_from_dict
 from bot.core.gate import Gate, GateState, gate_key
-from bot.core.models import Reason, ScanResult
+from bot.core.models import Reason, ScanResult, Verdict
+from bot.core.plan import NoPush, Plan, plan_pipeline, without_push
 from bot.core.policy import failed_verdict
-from bot.core.routing import gates_for_job, gates_for_pipeline, policy_for, push_succeeded, rate_bucket
+from bot.core.repo_config import Resolved
+from bot.core.routing import (
+    config_gate,
+    gates_for_job,
+    gates_for_pipeline,
+    mr_iid,
+    policy_for,
+    push_succeeded,
+    rate_bucket,
+)
 from bot.core.settings import ProjectSettings
 from workers import reporting
 from workers.runtime import runtime
-from workers.scope import confirmed_project
+from workers.scope import confirmed_project, resolved_config
 from workers.sweeper import Actions, sweep_once
 
 log = logging.getLogger(__name__)
@@ -49,10 +60,22 @@ def _start_polling(gate: Gate) -> None:
         sync.delay(gate.key)
 
 
-def _cancel(gate: Gate, why: str) -> None:
-    verdict = failed_verdict(Reason.CANCELED, gate.image, detail=why)
+def _end(gate: Gate, no_push: NoPush) -> None:
+    """Finish a gate whose image will not be pushed: canceled (the pipeline failed) or skipped."""
+    verdict = failed_verdict(no_push.reason, gate.image, detail=no_push.why)
     if runtime().store.finish(gate.key, verdict):
-        log.info("gate %s canceled: %s", gate.key, why)
+        log.info("gate %s %s: %s", gate.key, no_push.reason.value, no_push.why)
+        sync.delay(gate.key)
+
+
+def _fail(gate: Gate, verdict: Verdict) -> None:
+    """Record a gate that is failed from the start (config error, required image missing) and post it."""
+    rt = runtime()
+    rt.store.create(gate)
+    if rt.store.finish(gate.key, verdict):
+        log.warning("gate %s: %s", gate.key, verdict.summary)
+    current = rt.store.get(gate.key)
+    if current is not None and current.verdict and current.posted_state != current.verdict.reason.commit_state:
         sync.delay(gate.key)
 
 
@@ -63,19 +86,66 @@ def _configured_project(task: Task, event: PipelineEvent | JobEvent) -> ProjectS
         raise _gitlab_retry(task, exc) from None
 
 
-@shared_task(name="gate.pipeline_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
-def pipeline_event(self: Task, payload: dict) -> None:
-    """Record the pipeline's gates, post their pending statuses, start or cancel them."""
+def _resolved(task: Task, project: ProjectSettings, event: PipelineEvent | JobEvent) -> Resolved:
+    try:
+        return resolved_config(runtime(), project, event.project_id, event.project_path, event.sha)
+    except TransientError as exc:
+        raise _gitlab_retry(task, exc) from None
+
+
+def _report_to(event: PipelineEvent | JobEvent) -> int:
+    """The pipeline a gate reports into: a child pipeline's root parent (the MR's pipeline), else its own."""
+    if not event.parent_pipeline_id:
+        return event.pipeline_id
+    store = runtime().store
+    root = store.report_pipeline(event.project_id, event.parent_pipeline_id)
+    store.set_report_pipeline(event.project_id, event.pipeline_id, root)
+    return root
+
+
+def _config_error(event: PipelineEvent, resolved: Resolved, report_to: int) -> None:
+    gate = config_gate(runtime().settings, event, report_to)
+    problems = "\n".join(str(p) for p in resolved.problems)
+    n = len(resolved.problems)
+    status = f"{n} problem{'s' if n != 1 else ''} in {resolved.source}"
+    _fail(gate, failed_verdict(Reason.CONFIG_ERROR, gate.image, detail=problems, status=status))
+
+
+def _handle_pipeline(task: Task, payload: dict) -> None:
     rt = runtime()
     event = event_from_dict(payload)
     assert isinstance(event, PipelineEvent)
-    project = _configured_project(self, event)
+    project = _configured_project(task, event)
     if project is None:
         return
-    if event.mr_iid and event.mr_project_id in (None, event.project_id):
-        rt.store.see_mr_pipeline(event.project_id, event.mr_iid, event.pipeline_id, event.sha)
-    for fresh in gates_for_pipeline(rt.settings, project, event):
-        created = rt.store.create(fresh)  # False also when the receiver recorded it already
+    report_to = _report_to(event)
+    mr = mr_iid(event)
+    if mr:
+        rt.store.see_mr_pipeline(event.project_id, mr, report_to, event.sha)
+    resolved = _resolved(task, project, event)
+    plan = plan_pipeline(resolved.images, event.builds) if not resolved.problems else Plan()
+    if plan.why_all:
+        log.warning("pipeline %s of project %s: %s", event.pipeline_id, event.project_id, plan.why_all)
+    changed = rt.store.save_plan(
+        PipelinePlan(
+            project_id=event.project_id,
+            pipeline_id=event.pipeline_id,
+            report_pipeline_id=report_to,
+            sha=event.sha,
+            not_gated=tuple((n.repository, n.push_job) for n in plan.not_gated),
+            push_jobs=tuple(sorted({i.push_job for i in plan.gated})),
+            source=resolved.source,
+        )
+    )
+    if resolved.problems:
+        _config_error(event, resolved, report_to)
+        return
+    for missing in gates_for_pipeline(rt.settings, resolved, plan.missing_required, event, report_to):
+        detail = f"push job {missing.push_job} is not in this pipeline"
+        _fail(missing, failed_verdict(Reason.PUSH_JOB_MISSING, missing.image, detail=detail))
+    gates = gates_for_pipeline(rt.settings, resolved, plan.gated, event, report_to)
+    for fresh in gates:
+        created = rt.store.create(fresh)  # False also when a job event recorded it already
         gate = rt.store.get(fresh.key)
         if gate is None:
             continue
@@ -85,34 +155,76 @@ def pipeline_event(self: Task, payload: dict) -> None:
             if push_succeeded(event, gate.push_job):
                 _start_polling(gate)
                 continue
-            if event.finished:
-                _cancel(gate, f"pipeline {event.status} before {gate.push_job} succeeded")
+            no_push = without_push(gate.push_job, event.builds, event.status)
+            if no_push is not None:
+                _end(gate, no_push)
                 continue
         if not gate.posted_state:
             sync.delay(gate.key)  # the early pending status, so the pipeline cannot finish green first
+    _skip_ungated(event, plan)
+    if changed and not gates and not plan.missing_required and plan.not_gated:
+        # Nothing gated: no status at all, but the MR note says which images were not and why.
+        note.delay(event.project_id, event.sha, report_to, mr, "")
 
 
-@shared_task(name="gate.job_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
-def job_event(self: Task, payload: dict) -> None:
-    """A push job succeeded: start polling that image (creating the gate if its pipeline event is late)."""
+def _skip_ungated(event: PipelineEvent, plan: Plan) -> None:
+    """Gates recorded before the jobs were known (a job list came late) whose push job is not in the pipeline."""
+    ungated = {n.repository for n in plan.not_gated}
+    if not ungated:
+        return
+    for gate in runtime().store.gates_for_commit(event.project_id, event.sha):
+        if gate.pipeline_id == event.pipeline_id and gate.repository in ungated and gate.state is GateState.WAITING:
+            _end(gate, NoPush(Reason.SKIPPED, f"{gate.push_job} is not in this pipeline: nothing to gate"))
+
+
+@shared_task(name="gate.pipeline_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
+def pipeline_event(self: Task, payload: dict, inbox: str = "") -> None:
+    """Resolve the project's config, plan the pipeline's gates, post their pending statuses, start or end them."""
+    _handle_pipeline(self, payload)
+    runtime().store.processed(inbox)
+
+
+def _handle_job(task: Task, payload: dict) -> None:
     rt = runtime()
     event = event_from_dict(payload)
     assert isinstance(event, JobEvent)
     if event.status != "success":
         return
-    project = _configured_project(self, event)
+    project = _configured_project(task, event)
     if project is None:
         return
-    creatable = {g.key: g for g in gates_for_job(rt.settings, project, event)}
-    for image in project.images:
-        if image.push_job != event.job_name:
-            continue
-        key = gate_key(event.project_id, event.pipeline_id, image.repository)
-        if key in creatable:
-            rt.store.create(creatable[key])
-        gate = rt.store.get(key)
-        if gate is not None and gate.state is GateState.WAITING:
-            _start_polling(gate)
+    plan = rt.store.plan(event.project_id, event.pipeline_id)
+    if plan is not None:
+        # The pipeline event came first: its plan says which gates this job pushes for.
+        if event.job_name not in plan.push_jobs:
+            return
+        keys = [
+            g.key
+            for g in rt.store.gates_for_commit(event.project_id, event.sha)
+            if g.pipeline_id == event.pipeline_id and g.push_job == event.job_name
+        ]
+    else:
+        resolved = _resolved(task, project, event)
+        if resolved.problems:
+            return  # the pipeline event posts the config error
+        for fresh in gates_for_job(rt.settings, resolved, event, _report_to(event)):
+            rt.store.create(fresh)
+        keys = [
+            gate_key(event.project_id, event.pipeline_id, i.repository)
+            for i in resolved.images
+            if i.push_job == event.job_name
+        ]
+    for key in keys:
+        current = rt.store.get(key)
+        if current is not None and current.state is GateState.WAITING:
+            _start_polling(current)
+
+
+@shared_task(name="gate.job_event", bind=True, max_retries=GITLAB_MAX_RETRIES)
+def job_event(self: Task, payload: dict, inbox: str = "") -> None:
+    """A push job succeeded: start polling its images (creating the gates if the pipeline event is late)."""
+    _handle_job(self, payload)
+    runtime().store.processed(inbox)
 
 
 # max_retries=None: a poll is bounded by the gate's deadline (scan.timeout_s), not by a count.
@@ -184,7 +296,7 @@ def sync(self: Task, gate_key: str) -> None:
         log.error("gate %s: GitLab refused the status: %s", gate_key, exc)
         return
     if gate.state is GateState.DONE:
-        note.delay(gate.project_id, gate.sha, gate.pipeline_id, gate.mr_iid, gate_key)
+        note.delay(gate.project_id, gate.sha, gate.status_pipeline_id, gate.mr_iid, gate_key)
 
 
 @shared_task(name="gate.note", bind=True, max_retries=GITLAB_MAX_RETRIES)
@@ -209,4 +321,11 @@ def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int, g
 @shared_task(name="gate.sweep")
 def sweep() -> dict[str, int]:
     """Beat: finish gates past their deadline, restart lost polls, start gates whose job event was lost."""
-    return sweep_once(runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _cancel))
+    return sweep_once(runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _end, _replay))
+
+
+_EVENT_TASKS = {"gate.pipeline_event": pipeline_event, "gate.job_event": job_event}
+
+
+def _replay(task: str, payload: dict, inbox: str) -> None:
+    _EVENT_TASKS[task].apply_async(args=(payload,), kwargs={"inbox": inbox})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from gitlab.exceptions import GitlabError, GitlabHttpError
 from pydantic import SecretStr
 
 from bot.core.errors import PermanentError, TransientError
+from bot.core.events import Build
 from bot.core.report import note_has_marker
 from bot.core.settings import GitLabSettings
 
@@ -69,10 +71,11 @@ class MergeRequest:
 
 
 @dataclass(frozen=True)
-class Job:
-    id: int
-    name: str
-    status: str
+class RepoFileInfo:
+    """A file at one commit: its blob id (same content, same id) and, when asked for, its bytes."""
+
+    blob_id: str
+    content: bytes | None = None
 
 
 class GitLabApi:
@@ -161,7 +164,7 @@ class GitLabApi:
             if int(m.get("project_id") or project_id) == project_id
         ]
 
-    def pipeline_jobs(self, project_id: int, pipeline_id: int) -> list[Job]:
+    def pipeline_jobs(self, project_id: int, pipeline_id: int) -> list[Build]:
         items = self._call(
             "GET pipeline jobs",
             lambda: self._gl.http_list(
@@ -170,7 +173,49 @@ class GitLabApi:
                 query_data={"include_retried": True},
             ),
         )
-        return [Job(int(j["id"]), str(j.get("name") or ""), str(j.get("status") or "")) for j in items]
+        return [
+            Build(
+                id=int(j["id"]),
+                name=str(j.get("name") or ""),
+                stage=str(j.get("stage") or ""),
+                status=str(j.get("status") or ""),
+                allow_failure=j.get("allow_failure") is True,
+            )
+            for j in items
+        ]
+
+    def repo_file(self, project_id: int, path: str, ref: str, content: bool = False) -> RepoFileInfo | None:
+        """The file at `ref` (HEAD: its blob id only; content=True: also its bytes), None when it is absent."""
+        encoded = quote(path, safe="")
+        base = f"/projects/{project_id}/repository/files/{encoded}"
+        try:
+            with _translated("GET repository file"):
+                if not content:
+                    headers = self._gl.http_head(base, query_data={"ref": ref})
+                    return RepoFileInfo(str(headers.get("X-Gitlab-Blob-Id") or ""))
+                data = self._gl.http_get(base, query_data={"ref": ref})
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("encoding") != "base64":
+            raise PermanentError("GitLab sent no base64 file object on GET repository file")
+        try:
+            raw = base64.b64decode(str(data.get("content") or ""), validate=True)
+        except ValueError:
+            raise PermanentError("GitLab sent a file whose content is not base64") from None
+        return RepoFileInfo(str(data.get("blob_id") or ""), raw)
+
+    def ci_job_names(self, project_id: int, ref: str = "") -> tuple[bool, list[str], list[str]]:
+        """GitLab's CI lint of the project's CI config at `ref` (default branch): (valid, job names, errors)."""
+        query: dict[str, Any] = {"include_jobs": True}
+        if ref:
+            query["content_ref"] = ref
+        data = self._call("GET ci lint", lambda: self._gl.http_get(f"/projects/{project_id}/ci/lint", query_data=query))
+        if not isinstance(data, dict):
+            raise PermanentError("GitLab sent no JSON object on GET ci lint")
+        jobs = [str(j.get("name")) for j in data.get("jobs") or () if isinstance(j, dict) and j.get("name")]
+        return bool(data.get("valid")), jobs, [str(e)[:300] for e in data.get("errors") or ()]
 
     def pipeline_status(self, project_id: int, pipeline_id: int) -> str:
         path = f"/projects/{project_id}/pipelines/{pipeline_id}"
@@ -196,7 +241,7 @@ class GitLabApi:
             raise PermanentError("GitLab sent no JSON object on POST note")
         return int(created["id"])
 
-    def find_job(self, project_id: int, pipeline_id: int, name: str) -> Job | None:
+    def find_job(self, project_id: int, pipeline_id: int, name: str) -> Build | None:
         """The newest job of that name in the pipeline (retries create new jobs)."""
         jobs = [j for j in self.pipeline_jobs(project_id, pipeline_id) if j.name == name]
         return max(jobs, key=lambda j: j.id) if jobs else None
@@ -232,4 +277,4 @@ class GitLabApi:
         return [dict(h) for h in items]
 
 
-__all__ = ["GitLabApi", "Job", "MergeRequest", "PermanentError", "TransientError"]
+__all__ = ["GitLabApi", "MergeRequest", "PermanentError", "RepoFileInfo", "TransientError"]

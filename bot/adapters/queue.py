@@ -61,14 +61,15 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-Enqueue = Callable[[str, dict[str, Any]], str]
+# (task name, JSON argument, inbox id of the delivery) -> task id
+Enqueue = Callable[[str, dict[str, Any], str], str]
 
 
 def producer(settings: Settings) -> Enqueue:
-    """Send a task by name with one JSON argument; returns the task id. Loads no worker code."""
+    """Send a task by name with one JSON argument and its delivery's inbox id. Loads no worker code."""
     app = make_celery(settings)
 
-    def enqueue(task: str, payload: dict[str, Any]) -> str:
-        return str(app.send_task(task, args=[payload]).id)
+    def enqueue(task: str, payload: dict[str, Any], inbox: str = "") -> str:
+        return str(app.send_task(task, args=[payload], kwargs={"inbox": inbox}).id)
 
     return enqueue

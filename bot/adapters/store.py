@@ -12,6 +12,7 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
+from bot.adapters.records import PipelineRecords
 from bot.core.gate import Gate, commit_key
 from bot.core.models import Image, Verdict, dump_verdict
 from bot.core.poll import Progress
@@ -89,17 +90,19 @@ return wait
 
 _GATE: TypeAdapter[Gate] = TypeAdapter(Gate)
 # A gate is one Redis hash with flat fields (the Lua scripts above read and write some of them): the image's
-# and the progress' fields sit beside the gate's own, the verdict is one JSON field.
+# and the progress' fields sit beside the gate's own, the verdict and the policy are one JSON field each.
 _NESTED = ("image", "progress")
+_JSON = ("verdict", "policy")
 _NESTED_FIELDS = {name: tuple(f.name for f in fields(cls)) for name, cls in (("image", Image), ("progress", Progress))}
 
 
 def to_hash(gate: Gate) -> dict[str, str]:
     data = _GATE.dump_python(gate, mode="json")
-    flat: dict[str, object] = {k: v for k, v in data.items() if k not in (*_NESTED, "verdict")}
+    flat: dict[str, object] = {k: v for k, v in data.items() if k not in (*_NESTED, *_JSON)}
     for name in _NESTED:
         flat.update(data[name])
-    flat["verdict"] = json.dumps(data["verdict"]) if data["verdict"] else ""
+    for name in _JSON:
+        flat[name] = json.dumps(data[name]) if data[name] else ""
     return {k: str(v) for k, v in flat.items()}
 
 
@@ -117,12 +120,13 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     own: dict[str, object] = {
         k: v for k, v in raw.items() if k not in _NESTED_FIELDS["image"] + _NESTED_FIELDS["progress"]
     }
-    own["verdict"] = json.loads(raw["verdict"]) if raw.get("verdict") else None
+    for name in _JSON:
+        own[name] = json.loads(raw[name]) if raw.get(name) else None
     return _GATE.validate_python({**own, **nested})
 
 
-class Store:
-    """All Redis access of the bot goes through here."""
+class Store(PipelineRecords):
+    """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:
         self.r = client

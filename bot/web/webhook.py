@@ -1,4 +1,4 @@
-"""POST /webhook: authenticate, bound, parse, dedupe, route and enqueue — Redis is its only I/O."""
+"""POST /webhook: authenticate, bound, parse, dedupe, record in the inbox and enqueue — Redis is its only I/O."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from kombu.exceptions import KombuError
 
 from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
-from bot.core.events import Event, EventKind, InvalidEvent, event_to_dict, parse_event
-from bot.core.routing import gates_for_event, why_ignored
+from bot.core.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
+from bot.core.routing import why_ignored
 from bot.core.settings import Settings
 from bot.web.auth import AuthResult, authenticate
 from bot.web.limits import TooDeep, loads_bounded
@@ -63,10 +63,12 @@ def _utf8_clean(event: Event) -> bool:
     return True
 
 
-def _record_gates(deps: WebhookDeps, event: Event) -> None:
-    project = deps.settings.project_for(event.project_id, event.project_path)
-    for gate in gates_for_event(deps.settings, project, event) if project else ():
-        deps.store.create(gate)
+def _push_jobs(deps: WebhookDeps, event: Event) -> frozenset[str] | None:
+    """For a Job Hook: the push jobs of its pipeline once its plan is recorded (None: not known yet)."""
+    if not isinstance(event, JobEvent):
+        return None
+    plan = deps.store.plan(event.project_id, event.pipeline_id)
+    return frozenset(plan.push_jobs) if plan is not None else None
 
 
 @bp.post("/webhook")
@@ -99,10 +101,14 @@ def webhook() -> tuple[Response, int]:
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
         return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
-    why = why_ignored(deps.settings, event)
+    try:
+        why = why_ignored(deps.settings, event, _push_jobs(deps, event))
+    except redis.RedisError:
+        return _answer(503, error="queue unavailable, resend later")
     if why:
         return _answer(200, status="ignored", reason=why)
     key = _delivery_key(body)
+    task, data, inbox = TASK_FOR[event.kind], event_to_dict(event), key.replace(":", "-")
     try:
         # A short first claim: if queueing fails and Redis cannot be told, the claim lapses by itself
         # and a resend is not mistaken for a duplicate of work that was never queued.
@@ -111,16 +117,17 @@ def webhook() -> tuple[Response, int]:
     except redis.RedisError:
         return _answer(503, error="queue unavailable, resend later")
     try:
-        # Gate records first: should the queued task be lost (kombu's Redis transport can drop a message
-        # a worker dies holding), the sweep still finds these gates and finishes them. Redis only.
-        _record_gates(deps, event)
-        task_id = deps.enqueue(TASK_FOR[event.kind], event_to_dict(event))
+        # The inbox first: should the queued task be lost (kombu's Redis transport can drop a message a
+        # worker dies holding), the sweep finds the delivery there and queues it again. Redis only.
+        deps.store.accept(inbox, task, data)
+        task_id = deps.enqueue(task, data, inbox)
     except (KombuError, redis.RedisError, OSError) as exc:
         log.error("webhook: enqueue failed (%s); answering 503 so the delivery can be resent", type(exc).__name__)
         try:
             deps.store.forget_delivery(key)
+            deps.store.processed(inbox)  # not accepted after all: GitLab may resend it
         except redis.RedisError:
-            pass  # the claim lapses after CLAIM_TTL_S
+            pass  # the claim lapses after CLAIM_TTL_S; a replay of the inbox entry is harmless
         return _answer(503, error="queue unavailable, resend later")
     try:
         deps.store.confirm_delivery(key, deps.settings.redis.dedupe_ttl_s)

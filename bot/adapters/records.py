@@ -1,0 +1,149 @@
+"""Pipeline-level records in Redis: the inbox of accepted deliveries, pipeline plans, repo-file cache, parents."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+INBOX = "inbox"  # sorted set of accepted, unprocessed deliveries, scored by when they were last queued
+# A repo file's text never changes for a blob id, nor a commit's blob id for a path: cache both long.
+BLOB_TTL_S = 7 * 24 * 3600
+NO_FILE = "-"  # cached "this commit has no repo file"
+# The sweep gives a lost delivery up after an hour (workers/sweeper.py); its record need not outlive that.
+INBOX_TTL_S = 2 * 3600
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An accepted delivery whose task has not finished: replayed by the sweep if its task is lost."""
+
+    id: str
+    task: str
+    payload: dict[str, Any]
+    accepted_at: float
+    replays: int
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """What the bot decided for one pipeline, for the MR note: where it reports and what it did not gate."""
+
+    project_id: int
+    pipeline_id: int
+    report_pipeline_id: int  # the parent for a child pipeline, else pipeline_id
+    sha: str
+    not_gated: tuple[tuple[str, str], ...] = ()  # (repository, push job)
+    push_jobs: tuple[str, ...] = ()  # push jobs of the gated images (the receiver filters Job Hooks by them)
+    source: str = ""  # "central config" or the repo file
+
+
+class PipelineRecords:
+    """Mixin of Store: needs `r` (a decode_responses client), `ttl` and `_k`."""
+
+    r: redis.Redis
+    ttl: int
+
+    def _k(self, key: str) -> str:  # pragma: no cover - Store defines it
+        raise NotImplementedError
+
+    # --- inbox -------------------------------------------------------------------------------------
+    def accept(self, delivery_id: str, task: str, payload: dict[str, Any], ttl_s: int = INBOX_TTL_S) -> None:
+        now = time.time()
+        key = self._k(f"{INBOX}:{delivery_id}")
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"task": task, "payload": json.dumps(payload), "at": str(now), "replays": "0"})
+        pipe.expire(key, ttl_s)
+        pipe.zadd(self._k(INBOX), {delivery_id: now})
+        pipe.execute()
+
+    def processed(self, delivery_id: str) -> None:
+        if delivery_id:
+            self.r.delete(self._k(f"{INBOX}:{delivery_id}"))
+            self.r.zrem(self._k(INBOX), delivery_id)
+
+    def stale_deliveries(self, older_than: float, limit: int = 200) -> list[Delivery]:
+        """Deliveries queued before `older_than` whose task never finished."""
+        ids = cast(list[str], self.r.zrangebyscore(self._k(INBOX), "-inf", older_than, start=0, num=limit))
+        out = []
+        for delivery_id in ids:
+            raw = cast(dict[str, str], self.r.hgetall(self._k(f"{INBOX}:{delivery_id}")))
+            if not raw:
+                self.r.zrem(self._k(INBOX), delivery_id)  # expired
+                continue
+            out.append(
+                Delivery(delivery_id, raw["task"], json.loads(raw["payload"]), float(raw["at"]), int(raw["replays"]))
+            )
+        return out
+
+    def requeued(self, delivery_id: str) -> None:
+        self.r.hincrby(self._k(f"{INBOX}:{delivery_id}"), "replays", 1)
+        self.r.zadd(self._k(INBOX), {delivery_id: time.time()})
+
+    # --- pipeline plans ----------------------------------------------------------------------------
+    def save_plan(self, plan: PipelinePlan) -> bool:
+        """Record a pipeline's plan; True when it is new or differs from the one recorded."""
+        data = json.dumps(
+            {
+                "report_pipeline_id": plan.report_pipeline_id,
+                "sha": plan.sha,
+                "not_gated": [list(x) for x in plan.not_gated],
+                "push_jobs": list(plan.push_jobs),
+                "source": plan.source,
+            }
+        )
+        index = self._k(f"plans:{plan.project_id}:{plan.sha}")
+        pipe = self.r.pipeline()
+        pipe.set(self._k(f"plan:{plan.project_id}:{plan.pipeline_id}"), data, ex=self.ttl, get=True)
+        pipe.sadd(index, str(plan.pipeline_id))
+        pipe.expire(index, self.ttl)
+        old = pipe.execute()[0]
+        return bool(old != data)
+
+    def plan(self, project_id: int, pipeline_id: int) -> PipelinePlan | None:
+        raw = self.r.get(self._k(f"plan:{project_id}:{pipeline_id}"))
+        if not raw:
+            return None
+        data = json.loads(cast(str, raw))
+        return PipelinePlan(
+            project_id=project_id,
+            pipeline_id=pipeline_id,
+            report_pipeline_id=int(data["report_pipeline_id"]),
+            sha=str(data["sha"]),
+            not_gated=tuple((str(r), str(j)) for r, j in data["not_gated"]),
+            push_jobs=tuple(str(j) for j in data["push_jobs"]),
+            source=str(data.get("source", "")),
+        )
+
+    def plans_for_commit(self, project_id: int, sha: str) -> list[PipelinePlan]:
+        ids = sorted(int(i) for i in cast(set[str], self.r.smembers(self._k(f"plans:{project_id}:{sha}"))))
+        plans = [self.plan(project_id, i) for i in ids]
+        return [p for p in plans if p is not None]
+
+    # --- child pipelines ---------------------------------------------------------------------------
+    def set_report_pipeline(self, project_id: int, pipeline_id: int, report_to: int) -> None:
+        self.r.set(self._k(f"parent:{project_id}:{pipeline_id}"), str(report_to), ex=self.ttl)
+
+    def report_pipeline(self, project_id: int, pipeline_id: int) -> int:
+        """Where a pipeline's statuses go: the root of its parent chain as far as the bot has seen it."""
+        raw = self.r.get(self._k(f"parent:{project_id}:{pipeline_id}"))
+        return int(cast(str, raw)) if raw else pipeline_id
+
+    # --- repo-file cache ---------------------------------------------------------------------------
+    def cached_blob_id(self, project_id: int, sha: str, path: str) -> str | None:
+        """The file's blob id at that commit, NO_FILE if it has none, None if not known yet."""
+        raw = self.r.get(self._k(f"repofile:{project_id}:{sha}:{path}"))
+        return cast(str, raw) if raw else None
+
+    def cache_blob_id(self, project_id: int, sha: str, path: str, blob_id: str) -> None:
+        self.r.set(self._k(f"repofile:{project_id}:{sha}:{path}"), blob_id, ex=BLOB_TTL_S)
+
+    def cached_blob(self, blob_id: str) -> str | None:
+        raw = self.r.get(self._k(f"blob:{blob_id}"))
+        return cast(str, raw) if raw is not None else None
+
+    def cache_blob(self, blob_id: str, text: str) -> None:
+        self.r.set(self._k(f"blob:{blob_id}"), text, ex=BLOB_TTL_S)
