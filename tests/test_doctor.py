@@ -21,6 +21,8 @@ from tests.fakes.gitlab import FakeGitLab
 from tests.harness import point_boto3_at
 
 SECRET = "webhook-secret-value"
+MAIN_SHA = "c0ffee" + "0" * 34  # the head of grp/app's default branch
+STAGES = ["build", "test", "push"]
 GROUP_ID, PROJECT_ID = 10, 1
 # moto's state is one per process and shared with the session's double: a region of our own keeps our
 # repositories and registry scanning rules away from other tests (IAM is global, hence unique user names).
@@ -104,6 +106,9 @@ def gl(gitlab_server: FakeGitLab) -> FakeGitLab:
     gitlab_server.reset()
     gitlab_server.add_group(GROUP_ID, "grp")
     gitlab_server.add_project(PROJECT_ID, "grp/app", namespace_id=GROUP_ID)
+    gitlab_server.add_commit(PROJECT_ID, MAIN_SHA, branches=["main"])
+    gitlab_server.set_branch_head(PROJECT_ID, "main", MAIN_SHA)
+    gitlab_server.set_ci_config(PROJECT_ID, [{"name": "docker-push", "stage": "push"}], sha=MAIN_SHA, stages=STAGES)
     return gitlab_server
 
 
@@ -363,3 +368,48 @@ def test_config_error_exit_3(tmp_path, capsys) -> None:
 )
 def test_filter_matches(pattern: str, repository: str, matches: bool) -> None:
     assert filter_matches(pattern, repository) is matches
+
+
+# --- repo files ---------------------------------------------------------------------------------------------
+
+
+def test_a_valid_repo_file_and_its_push_jobs_pass(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    gl.set_file(
+        PROJECT_ID,
+        ".gitlab/ecr-scan-gate.toml",
+        '[[images]]\nrepository = "svc"\npush_job = "docker-push"\n',
+        sha=MAIN_SHA,
+    )
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 0
+    out = capsys.readouterr().out
+    assert "INFO  repo grp/app: read .gitlab/ecr-scan-gate.toml on main" in out
+    assert "PASS  repo grp/app: .gitlab/ecr-scan-gate.toml is valid and allowed: gates svc" in out
+    assert "PASS  repo grp/app: push job docker-push of svc is in the CI config on main" in out
+
+
+def test_a_push_job_missing_from_the_ci_config_fails(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    gl.set_ci_config(PROJECT_ID, [{"name": "build-image", "stage": "build"}], sha=MAIN_SHA, stages=STAGES)
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+    out = capsys.readouterr().out
+    assert lines(out, "FAIL") == [
+        "FAIL  repo grp/app: push job docker-push of app is not a job of the CI config on main: never gated"
+    ]
+    assert "(CI lint lists: build-image)" in out
+    assert "no .gitlab/ecr-scan-gate.toml on main: the central config's images apply" in out
+
+
+def test_a_repo_file_that_asks_for_too_much_fails(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    text = '[[images]]\nrepository = "svc"\npush_job = "docker-push"\nregistry_id = "999988887777"\n'
+    text += "[policy]\nfail_on = []\n"
+    gl.set_file(PROJECT_ID, ".gitlab/ecr-scan-gate.toml", text, sha=MAIN_SHA)
+    assert doctor(write_config(tmp_path, gl, ["app"]), gl) == 1
+    (fail,) = lines(capsys.readouterr().out, "FAIL")
+    assert fail.startswith("FAIL  repo grp/app: config error, every pipeline will fail: ")
+    assert "policy.fail_on: drops CRITICAL, HIGH from the org's fail_on" in fail
+    assert "images[0].registry_id: 999988887777 is not allowed for this project" in fail

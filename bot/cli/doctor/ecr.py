@@ -140,7 +140,8 @@ def _identity(image: Image, api: EcrApi) -> tuple[Line, bool]:
 
 
 def ecr_lines(settings: Settings, api: EcrApi, start_scan: bool = False) -> Iterator[Line]:
-    images = {i.image(PROBE_TAG) for p in settings.projects for i in p.images}
+    # Templated repositories ({project_name}) name no one repository: checked per project by the bot's gates.
+    images = {i.image(PROBE_TAG) for p in settings.projects for i in p.images if "{" not in i.repository}
     identities: dict[tuple[str, str], bool] = {}
     for image in sorted(images, key=lambda i: (i.region, i.registry_id or "", i.repository)):
         key = (image.region, image.role_arn)

@@ -1,4 +1,4 @@
-"""The doctor's GitLab checks: the token, the bot user's role in each project, and the webhooks."""
+"""The doctor's GitLab checks: the token, the bot user's role in each project, the webhooks, the repo files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from bot.adapters.gitlab import GitLabApi
 from bot.cli.doctor.lines import Level, Line
+from bot.cli.doctor.repo import repo_lines
 from bot.core.errors import PermanentError, TransientError
-from bot.core.settings import Settings
+from bot.core.settings import ProjectSettings, Settings
 
 DEVELOPER = 30  # GitLab access level needed to post commit statuses (notes need less)
 _ROLES = {10: "Guest", 15: "Planner", 20: "Reporter", 30: "Developer", 40: "Maintainer", 50: "Owner"}
@@ -105,11 +106,13 @@ class _GitLabDoctor:
             "GITLAB_WEBHOOK_SECRET (a mismatch shows as 401 under the hook's Recent events)",
         )
 
-    def project(self, ident: str | int, glob: str | None, user: str) -> Iterator[Line]:
+    def project(self, entry: ProjectSettings, ident: str | int, glob: str | None, user: str) -> Iterator[Line]:
         if glob:
             prefix = re.split(r"[*?\[]", glob, maxsplit=1)[0].rsplit("/", 1)[0]
             subject = f"gitlab {glob}"
-            yield Line(Level.INFO, subject, "a glob: roles are not checked per project; only group webhooks")
+            yield Line(
+                Level.INFO, subject, "a glob: roles and repo files are not checked per project; only group webhooks"
+            )
             groups = [prefix.rsplit("/", i)[0] for i in range(prefix.count("/") + 1)] if prefix else []
             yield from self.hooks(subject, None, groups, None)
             return
@@ -141,6 +144,7 @@ class _GitLabDoctor:
         full = str(namespace.get("full_path") or "") if namespace.get("kind") == "group" else ""
         groups = [full.rsplit("/", i)[0] for i in range(full.count("/") + 1)] if full else []
         yield from self.hooks(subject, path, groups, int(project["id"]))
+        yield from repo_lines(self.settings, self.api, entry, project)
 
 
 def gitlab_lines(settings: Settings, env: Mapping[str, str]) -> Iterator[Line]:
@@ -210,4 +214,5 @@ def gitlab_lines(settings: Settings, env: Mapping[str, str]) -> Iterator[Line]:
     doctor = _GitLabDoctor(settings, api)
     for project in settings.projects:
         glob = project.path if project.id is None and project.path and re.search(r"[*?\[]", project.path) else None
-        yield from doctor.project(project.id if project.id is not None else (project.path or ""), glob, name)
+        ident = project.id if project.id is not None else (project.path or "")
+        yield from doctor.project(project, ident, glob, name)
