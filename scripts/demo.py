@@ -1,4 +1,8 @@
-"""`make demo`: the bot end to end against the GitLab and ECR doubles: a clean, a vulnerable, an unscanned image."""
+"""`make demo`: the bot end to end against the GitLab and ECR doubles.
+
+Part 1: one MR with a clean, a vulnerable and an unscanned image. Part 2: a monorepo whose repo file declares
+three images while its pipeline pushes one (one status, two "not gated" lines). Part 3: a repo-file error.
+"""
 
 from __future__ import annotations
 
@@ -98,9 +102,93 @@ def deliver(url: str, event: str, body: dict) -> None:
     print(f"   POST /webhook  {event:<13} → {response.status_code} {response.json()}")
 
 
-def show_statuses(gitlab: FakeGitLab) -> None:
-    for name, status in sorted(gitlab.latest_statuses(PROJECT_ID, SHA).items()):
+def show_statuses(gitlab: FakeGitLab, project_id: int = PROJECT_ID, sha: str = SHA) -> None:
+    statuses = sorted(gitlab.latest_statuses(project_id, sha).items())
+    for name, status in statuses:
         print(f"   {name:<24} {status['status']:<8} {status['description']}")
+    if not statuses:
+        print("   (none)")
+
+
+MONO_ID, MONO, MONO_MR = 43, "acme/monorepo", 8
+MONO_FILE = """\
+# .gitlab/ecr-scan-gate.toml of acme/monorepo: each image with the CI job that pushes it
+[[images]]
+repository = "checkout"
+push_job = "push-checkout"
+
+[[images]]
+repository = "billing"
+push_job = "push-billing"
+
+[[images]]
+repository = "search"
+push_job = "push-search"
+"""
+BAD_FILE = """\
+[[images]]
+repository = "checkout"
+push_job = "push-checkout"
+region = "ap-south-1"
+
+[policy]
+fail_on = ["CRITICAL"]
+"""
+
+
+def show_note(gitlab: FakeGitLab, project_id: int, iid: int) -> None:
+    notes = gitlab.notes(project_id, iid)
+    say(f"Result: the MR note ({len(notes)} note on MR !{iid}, edited in place)")
+    print(textwrap.indent(notes[0]["body"], "   │ "))
+
+
+def monorepo(url: str, gitlab: FakeGitLab, ecr: EcrDouble) -> None:
+    """Part 2 and 3: a repo file declares the images; a pipeline gates only those whose push job it has."""
+    sha, pipeline, job = "9b1e" + "0" * 36, 2001, 6001
+    gitlab.add_project(MONO_ID, MONO)
+    gitlab.add_merge_request(MONO_ID, MONO_MR, "feature/checkout-v2", "main", sha)
+    jobs = [{"id": job, "name": "push-checkout", "stage": "push", "status": "created"}]
+    jobs.append({"id": job + 1, "name": "unit-tests", "stage": "test", "status": "success"})
+    gitlab.add_pipeline(MONO_ID, pipeline, sha, source="merge_request_event", merge_request_iid=MONO_MR, jobs=jobs)
+    gitlab.set_file(MONO_ID, ".gitlab/ecr-scan-gate.toml", MONO_FILE, sha=sha)
+    ecr.create_repository("checkout", scan_on_push=True, mutability="IMMUTABLE")
+    ecr.push_image("checkout", sha[:8])
+    ecr.script("checkout", tag=sha[:8], steps=[{"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": []}])
+    say(f"Part 2: {MONO} declares 3 images in .gitlab/ecr-scan-gate.toml; its MR pipeline pushes only checkout")
+    print(textwrap.indent(MONO_FILE, "   │ "))
+    builds = [(j["name"], j["stage"], j["status"], j["id"]) for j in jobs]
+    body = pipeline_payload(
+        MONO_ID, MONO, pipeline, sha, "feature/checkout-v2", "running", mr_iid=MONO_MR, builds=builds
+    )
+    deliver(url, "Pipeline Hook", body)
+    gitlab.set_job_status(job, "success")
+    ref = f"refs/merge-requests/{MONO_MR}/head"
+    deliver(url, "Job Hook", job_payload(MONO_ID, MONO, pipeline, job, "push-checkout", "success", sha, ref))
+    harness.wait_for(
+        lambda: any("PASSED" in n["body"] for n in gitlab.notes(MONO_ID, MONO_MR)), 60, "the monorepo's note"
+    )
+    time.sleep(1)
+    say("Result: one commit status, for the one image this pipeline built")
+    show_statuses(gitlab, MONO_ID, sha)
+    show_note(gitlab, MONO_ID, MONO_MR)
+
+    say("Part 3: the next commit's repo file asks for a region and a laxer policy than the central config allows")
+    sha2, pipeline2 = "9b1f" + "0" * 36, 2002
+    gitlab.set_mr_head(MONO_ID, MONO_MR, sha2)
+    gitlab.add_pipeline(MONO_ID, pipeline2, sha2, source="merge_request_event", merge_request_iid=MONO_MR, jobs=[
+        {"id": job + 500, "name": "push-checkout", "stage": "push", "status": "created"}])  # fmt: skip
+    gitlab.set_file(MONO_ID, ".gitlab/ecr-scan-gate.toml", BAD_FILE, sha=sha2)
+    print(textwrap.indent(BAD_FILE, "   │ "))
+    body = pipeline_payload(MONO_ID, MONO, pipeline2, sha2, "feature/checkout-v2", "running", mr_iid=MONO_MR,
+                            builds=[("push-checkout", "push", "created", job + 500)])  # fmt: skip
+    deliver(url, "Pipeline Hook", body)
+    harness.wait_for(
+        lambda: any("config_error" in n["body"] for n in gitlab.notes(MONO_ID, MONO_MR)), 60, "the config error"
+    )
+    time.sleep(1)
+    say('Result: the pipeline fails closed with one "config error" status; the note lists each problem')
+    show_statuses(gitlab, MONO_ID, sha2)
+    show_note(gitlab, MONO_ID, MONO_MR)
 
 
 def main() -> int:
@@ -183,9 +271,8 @@ def main() -> int:
 
         say('Result: commit statuses on pipeline 1001 ("Pipelines must succeed" blocks the merge)')
         show_statuses(gitlab)
-        notes = gitlab.notes(PROJECT_ID, MR_IID)
-        say(f"Result: the MR note ({len(notes)} note on MR !{MR_IID}, edited in place)")
-        print(textwrap.indent(notes[0]["body"], "   │ "))
+        show_note(gitlab, PROJECT_ID, MR_IID)
+        monorepo(url, gitlab, ecr)
         calls = ecr.calls("DescribeImageScanFindings")
         say(f"ECR: {len(calls)} DescribeImageScanFindings calls, one per poll; logs in {workdir}")
         return 0
