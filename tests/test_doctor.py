@@ -413,3 +413,21 @@ def test_a_repo_file_that_asks_for_too_much_fails(ecr: EcrDouble, gl: FakeGitLab
     assert fail.startswith("FAIL  repo grp/app: config error, every pipeline will fail: ")
     assert "policy.fail_on: drops CRITICAL, HIGH from the org's fail_on" in fail
     assert "images[0].registry_id: 999988887777 is not allowed for this project" in fail
+
+
+def test_a_glob_entry_checks_each_project_it_matches(ecr: EcrDouble, gl: FakeGitLab, tmp_path, capsys) -> None:
+    ecr.create_repository("app", scan_on_push=True, mutability="IMMUTABLE")
+    add_hook(gl, group_id=GROUP_ID)
+    gl.add_group(GROUP_ID + 1, "grp/team")
+    gl.add_project(2, "grp/team/web", namespace_id=GROUP_ID + 1)
+    gl.add_project(3, "elsewhere/x")
+    gl.set_file(PROJECT_ID, ".gitlab/ecr-scan-gate.toml", "[[images]]\nrepository = 'svc'\n", sha=MAIN_SHA)
+    assert doctor(write_config(tmp_path, gl, ["app"], project="grp/*"), gl) == 1
+    out = capsys.readouterr().out
+    assert "INFO  gitlab grp/*: matches 2 projects" in out
+    assert "PASS  gitlab grp/app: @ecr-scan-gate-bot is Maintainer" in out
+    assert "PASS  gitlab grp/team/web: @ecr-scan-gate-bot is Maintainer" in out
+    assert "FAIL  repo grp/app: config error, every pipeline will fail: images[0].push_job: Field required" in out
+    # grp/team/web has no repo file and no commits: the central image, and CI lint cannot answer.
+    assert "INFO  repo grp/team/web: no .gitlab/ecr-scan-gate.toml on main: the central config's images apply" in out
+    assert "elsewhere/x" not in out

@@ -899,3 +899,14 @@ def test_standalone_server_prints_its_url() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_group_projects_with_and_without_subgroups(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_group(71, "acme/team")
+    fake.add_project(PID + 1, "acme/team/web", namespace_id=71)
+    fake.add_project(PID + 2, "other/x")
+    group = gl.groups.get(70, lazy=True)
+    own = [p.path_with_namespace for p in group.projects.list(get_all=True)]
+    deep = [p.path_with_namespace for p in group.projects.list(get_all=True, include_subgroups="true")]
+    assert own == ["acme/app"]
+    assert sorted(deep) == ["acme/app", "acme/team/web"]

@@ -206,6 +206,17 @@ class GitLabApi:
             raise PermanentError("GitLab sent a file whose content is not base64") from None
         return RepoFileInfo(str(data.get("blob_id") or ""), raw)
 
+    def group_projects(self, group: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` projects of a group and its subgroups (for the doctor's glob entries)."""
+        path = f"/groups/{quote(group, safe='')}/projects"
+        query = {"include_subgroups": "true", "archived": "false", "per_page": 100}
+
+        def first() -> list[dict[str, Any]]:
+            items = self._gl.http_list(path, iterator=True, query_data=query)
+            return [dict(p) for p, _ in zip(items, range(limit), strict=False)]
+
+        return self._call("GET group projects", first)
+
     def ci_job_names(self, project_id: int, ref: str = "") -> tuple[bool, list[str], list[str]]:
         """GitLab's CI lint of the project's CI config at `ref` (default branch): (valid, job names, errors)."""
         query: dict[str, Any] = {"include_jobs": True}

@@ -113,6 +113,11 @@ def _project_hooks(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, A
     return 200, st.list_hooks(project=st.find_project(a["id"]))
 
 
+@_route("GET", "/groups/:id/projects")
+def _group_projects(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, st.group_projects(st.find_group(a["id"]), q)
+
+
 @_route("GET", "/groups/:id/hooks")
 def _group_hooks(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
     return 200, st.list_hooks(group=st.find_group(a["id"]))

@@ -923,6 +923,19 @@ class GitLabState:
         return self._job_api(job)
 
     @locked
+    def group_projects(self, group: Group, query: dict[str, str]) -> list[dict[str, Any]]:
+        """GET /groups/:id/projects (doc/api/groups.md): the group's own projects, its subgroups' too with
+        include_subgroups=true; ordered by created_at desc (GitLab's default), here by id desc."""
+        subgroups = query.get("include_subgroups", "").lower() in ("true", "1")
+        mine = [
+            p
+            for p in self.projects.values()
+            if p.path_with_namespace.rpartition("/")[0] == group.full_path
+            or (subgroups and p.path_with_namespace.startswith(group.full_path + "/"))
+        ]
+        return [self.project_api(p) for p in sorted(mine, key=lambda p: -p.id)]
+
+    @locked
     def list_hooks(self, project: Project | None = None, group: Group | None = None) -> list[dict[str, Any]]:
         return [
             h.api()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,8 @@ from bot.core.errors import PermanentError, TransientError
 from bot.core.settings import ProjectSettings, Settings
 
 DEVELOPER = 30  # GitLab access level needed to post commit statuses (notes need less)
+# A doctor run checks this many projects of a glob: enough for a group, bounded for an instance-wide "*".
+GLOB_PROJECTS_CHECKED = 200
 _ROLES = {10: "Guest", 15: "Planner", 20: "Reporter", 30: "Developer", 40: "Maintainer", 50: "Owner"}
 
 
@@ -108,13 +111,7 @@ class _GitLabDoctor:
 
     def project(self, entry: ProjectSettings, ident: str | int, glob: str | None, user: str) -> Iterator[Line]:
         if glob:
-            prefix = re.split(r"[*?\[]", glob, maxsplit=1)[0].rsplit("/", 1)[0]
-            subject = f"gitlab {glob}"
-            yield Line(
-                Level.INFO, subject, "a glob: roles and repo files are not checked per project; only group webhooks"
-            )
-            groups = [prefix.rsplit("/", i)[0] for i in range(prefix.count("/") + 1)] if prefix else []
-            yield from self.hooks(subject, None, groups, None)
+            yield from self.glob(entry, glob, user)
             return
         subject = f"gitlab {ident}"
         try:
@@ -127,10 +124,18 @@ class _GitLabDoctor:
                 f"add @{user} to {ident} with the Developer role (Manage > Members), or fix the config path",
             )
             return
+        yield from self.role(subject, project, user)
+        namespace = project.get("namespace") or {}
+        full = str(namespace.get("full_path") or "") if namespace.get("kind") == "group" else ""
+        groups = [full.rsplit("/", i)[0] for i in range(full.count("/") + 1)] if full else []
+        yield from self.hooks(subject, str(project.get("path_with_namespace", ident)), groups, int(project["id"]))
+        yield from repo_lines(self.settings, self.api, entry, project)
+
+    def role(self, subject: str, project: dict[str, Any], user: str) -> Iterator[Line]:
         perms = project.get("permissions") or {}
         level = max((perms.get(k) or {}).get("access_level") or 0 for k in ("project_access", "group_access"))
         role = _ROLES.get(level, f"access level {level}")
-        path = str(project.get("path_with_namespace", ident))
+        path = str(project.get("path_with_namespace", "?"))
         if level >= DEVELOPER:
             yield Line(Level.PASS, subject, f"@{user} is {role}: can post commit statuses and MR notes")
         else:
@@ -140,11 +145,33 @@ class _GitLabDoctor:
                 f"@{user} is {role if level else 'not a member'}: commit statuses need Developer",
                 f"in {path}: Manage > Members > invite @{user} as Developer",
             )
-        namespace = project.get("namespace") or {}
-        full = str(namespace.get("full_path") or "") if namespace.get("kind") == "group" else ""
-        groups = [full.rsplit("/", i)[0] for i in range(full.count("/") + 1)] if full else []
-        yield from self.hooks(subject, path, groups, int(project["id"]))
-        yield from repo_lines(self.settings, self.api, entry, project)
+
+    def glob(self, entry: ProjectSettings, glob: str, user: str) -> Iterator[Line]:
+        """A glob entry: its group's webhooks, then each project of the group the glob matches (up to a cap)."""
+        prefix = re.split(r"[*?\[]", glob, maxsplit=1)[0].rsplit("/", 1)[0]
+        subject = f"gitlab {glob}"
+        groups = [prefix.rsplit("/", i)[0] for i in range(prefix.count("/") + 1)] if prefix else []
+        yield from self.hooks(subject, None, groups, None)
+        if not prefix:
+            yield Line(Level.INFO, subject, "a glob without a group: its projects are not listed, nor checked")
+            return
+        try:
+            listed = self.api.group_projects(prefix, GLOB_PROJECTS_CHECKED + 1)
+        except (PermanentError, TransientError) as exc:
+            yield Line(Level.WARN, subject, f"cannot list the projects of {prefix} ({exc}): not checked one by one")
+            return
+        matched = [p for p in listed if fnmatch.fnmatchcase(str(p.get("path_with_namespace", "")), glob)]
+        if not matched:
+            yield Line(Level.WARN, subject, f"matches no project of {prefix} that @{user} can see", "check the glob")
+            return
+        more = len(listed) > GLOB_PROJECTS_CHECKED
+        count = f"{len(matched)}{'+' if more else ''} project{'s' if len(matched) != 1 else ''}"
+        yield Line(
+            Level.INFO, subject, f"matches {count}" + (f"; the first {GLOB_PROJECTS_CHECKED} checked" if more else "")
+        )
+        for project in matched[:GLOB_PROJECTS_CHECKED]:
+            yield from self.role(f"gitlab {project.get('path_with_namespace')}", project, user)
+            yield from repo_lines(self.settings, self.api, entry, project)
 
 
 def gitlab_lines(settings: Settings, env: Mapping[str, str]) -> Iterator[Line]:
