@@ -201,9 +201,10 @@ class Scenario:
     jobs: dict[str, int] = field(default_factory=dict)
     # The CI jobs of each of its pipelines (a monorepo's pipeline holds only some push jobs).
     job_names: tuple[str, ...] = (PUSH_APP, PUSH_API, "unit-tests")
+    group: str = GROUP  # the project is <group>/p<project id>
 
     def __post_init__(self) -> None:
-        self.project_path = f"{GROUP}/p{self.project_id}"
+        self.project_path = f"{self.group}/p{self.project_id}"
         self.gitlab.add_project(self.project_id, self.project_path)
         self.gitlab.add_merge_request(self.project_id, self.mr_iid, self.branch, "main", self.sha)
         self._add_pipeline(self.pipeline_id, self.sha)

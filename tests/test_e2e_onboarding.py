@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests import configs
 from tests.fakes.payloads import job_payload, pipeline_payload
 from tests.harness import PUSH_API, PUSH_APP, Scenario, wait_for
 from tests.stack import Stack
@@ -33,10 +34,15 @@ push_job = "push-worker"
 """
 
 
+# A standard group: one templated central entry, no file in any project.
+TEMPLATED = {"path": "std/*", "images": [{"repository": "{project_name}", "push_job": PUSH_APP}]}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Grace longer than the timeout: a not-found answer is still withheld when the deadline comes.
-    with Stack(Path(tmp_path_factory.mktemp("onboarding")), timeout_s=10, grace=60) as running:
+    projects = [*configs.harness_defaults()["projects"], TEMPLATED]
+    with Stack(Path(tmp_path_factory.mktemp("onboarding")), timeout_s=10, grace=60, projects=projects) as running:
         yield running
 
 
@@ -212,3 +218,15 @@ def test_a_pipeline_hook_without_jobs_gates_everything_until_the_jobs_are_known(
     assert s.pipeline_event("running").status_code == 202  # now its jobs are listed: no push job among them
     assert s.wait_status("app", {"skipped"}, timeout=20)["description"].startswith("skipped")
     assert s.wait_status("api", {"skipped"}, timeout=20)
+
+
+def test_a_templated_central_entry_gates_a_group_with_no_repo_files(stack: Stack) -> None:
+    s = Scenario(stack.gitlab, stack.ecr, stack.deliver, group="std", job_names=(PUSH_APP, "unit-tests"))
+    repository = s.project_path.rsplit("/", 1)[1]  # {project_name}
+    stack.ecr.create_repository(repository, scan_on_push=True)
+    s.ecr.push_image(repository, s.sha[:8])
+    s.ecr.script(repository, tag=s.sha[:8], steps=CLEAN)
+    assert s.pipeline_event("running").status_code == 202
+    assert s.job_event(PUSH_APP).status_code == 202
+    assert s.wait_status(repository)["status"] == "success"
+    assert set(ours(s)) == {f"ecr-scan-gate/{repository}"}
