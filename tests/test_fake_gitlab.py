@@ -26,6 +26,7 @@ from gitlab.exceptions import (
 
 from tests.fakes.gitlab import FakeGitLab, FakeGitLabClient
 from tests.fakes.gitlab_state import ApiError, mentions, quick_actions
+from tests.fakes.payloads import fixture, note_payload, webhook_headers
 
 TOKEN = "test-gitlab-token"  # noqa: S105 - a test value
 OTHER_TOKEN = "other-user-token"  # noqa: S105
@@ -479,6 +480,253 @@ def test_quick_actions_and_mentions_are_recorded_not_run(fake: FakeGitLab, gl: g
 def test_markdown_scanning(body: str, commands: list[str], names: list[str]) -> None:
     assert quick_actions(body) == commands
     assert mentions(body) == names
+
+
+def test_system_notes_are_listed_but_cannot_be_edited(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    system = fake.add_note(PID, 5, "added 1 commit\n\n/merge", user_id=1, system=True)
+    human = fake.add_note(PID, 5, "please look", user_id=2)
+    assert (system["system"], system["author"]["id"], human["system"]) == (True, 1, False)
+    notes = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes
+    listed = {n.id: (n.system, n.author["id"], n.author["username"]) for n in notes.list(get_all=True)}
+    assert listed == {system["id"]: (True, 1, "ecr-scan-gate-bot"), human["id"]: (False, 2, "alice")}
+    note = notes.get(system["id"])  # authored by the bot, yet a system note is never editable
+    note.body = "rewritten"
+    with pytest.raises(GitlabUpdateError) as excinfo:
+        note.save()
+    assert error_of(excinfo) == (403, "403 Forbidden")
+    assert fake.notes(PID, 5)[0]["quick_actions"] == [] and fake.quick_actions_triggered() == []
+    with pytest.raises(ApiError) as raised:
+        fake.add_note(PID, 5, "by nobody", user_id=77)
+    assert (raised.value.status, raised.value.body) == (404, {"message": "404 User Not Found"})
+
+
+# --- members ------------------------------------------------------------------------------------------
+
+
+def test_direct_and_inherited_membership(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_group(71, "acme/platform")
+    fake.add_project(PID + 1, "acme/platform/payments-api", namespace_id=71)
+    fake.add_user(3, "carol")
+    fake.add_member(PID + 1, 2, 30)  # alice: Developer on the project...
+    fake.add_group_member(70, 2, 40)  # ...and Maintainer of the top group: the higher level wins
+    fake.add_group_member(71, 3, 20)
+    project = gl.projects.get(PID + 1, lazy=True)
+    alice = project.members_all.get(2)
+    assert {k: alice.attributes[k] for k in ("id", "username", "state", "access_level", "expires_at")} == {
+        "id": 2,
+        "username": "alice",
+        "state": "active",
+        "access_level": 40,
+        "expires_at": None,
+    }
+    assert alice.web_url == f"{fake.url}/alice" and "created_at" in alice.attributes
+    assert project.members.get(2).access_level == 30  # the direct membership alone
+    assert project.members_all.get(3).access_level == 20  # from the subgroup
+    assert gl.projects.get(PID, lazy=True).members_all.get(2).access_level == 40  # a sibling project of acme
+    assert sorted((m.id, m.access_level) for m in project.members_all.list(get_all=True)) == [(2, 40), (3, 20)]
+    assert [m.id for m in project.members.list(get_all=True)] == [2]
+    fake.add_member(PID + 1, 2, 10)  # again: the level changes
+    assert project.members.get(2).access_level == 10 and project.members_all.get(2).access_level == 40
+
+
+def test_non_members_and_unknown_users_are_404_not_found(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_group_member(70, 2, 30)
+    project = gl.projects.get(PID, lazy=True)
+    for user_id in (1, 999):  # the bot is no member until a test makes it one; 999 is nobody
+        with pytest.raises(GitlabGetError) as excinfo:
+            project.members_all.get(user_id)
+        assert error_of(excinfo) == (404, "404 Not found")
+    with pytest.raises(GitlabGetError) as excinfo:
+        project.members.get(2)  # inherited only
+    assert error_of(excinfo) == (404, "404 Not found")
+    fake.add_member(PID, 1, 40)
+    assert project.members.get(1).username == "ecr-scan-gate-bot"
+    assert api_get(fake, f"/projects/{PID}/members/all/abc").json() == {"error": "user_id is invalid"}
+    assert api_get(fake, "/projects/999/members/all/1").json() == {"message": "404 Project Not Found"}
+    with pytest.raises(ValueError, match="access_level must be one of"):
+        fake.add_member(PID, 2, 45)
+    with pytest.raises(ApiError):
+        fake.add_member(PID, 999, 30)
+    control = FakeGitLabClient(fake.url)
+    assert control.add_group_member(group_id=70, user_id=1, access_level=50)["access_level"] == 50
+    assert project.members_all.get(1).access_level == 50  # the highest level, the group's Owner
+
+
+# --- merge request authors ----------------------------------------------------------------------------
+
+
+def test_merge_requests_have_an_author(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    fake.add_merge_request(PID, 1, "feature", "main", SHA)
+    fake.add_merge_request(PID, 2, "other", "main", SHA2, author_id=2)
+    project = gl.projects.get(PID, lazy=True)
+    default = project.mergerequests.get(1).author
+    assert (default["id"], default["username"], default["bot"]) == (900, "mr-author", False)
+    assert project.mergerequests.get(2).author["username"] == "alice"
+    (listed,) = project.commits.get(SHA2, lazy=True).merge_requests()
+    assert listed["author"]["id"] == 2
+    with pytest.raises(ApiError) as excinfo:
+        fake.add_merge_request(PID, 3, "x", "main", SHA, author_id=77)
+    assert excinfo.value.status == 404
+    # The default author is made on demand; a test may still create user 900 itself.
+    fake.add_user(900, "dana", token="dana-token")  # noqa: S106 - a test value
+    assert project.mergerequests.get(1).author["username"] == "dana"
+
+
+# --- award emoji on notes -----------------------------------------------------------------------------
+
+
+def test_award_emoji_on_a_note(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    theirs = fake.add_note(PID, 5, "@ecr-scan-gate-bot recheck", user_id=2)
+    note = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.get(theirs["id"])
+    award = note.awardemojis.create({"name": "white_check_mark"})
+    fields = ("id", "name", "awardable_id", "awardable_type", "url")
+    assert {k: award.attributes[k] for k in fields} == {
+        "id": award.id,
+        "name": "white_check_mark",
+        "awardable_id": theirs["id"],  # the note's id
+        "awardable_type": "Note",
+        "url": None,  # only set for a custom emoji
+    }
+    assert set(fake.awards(PID, 5, theirs["id"])[0]) == {*fields, "user", "created_at", "updated_at"}
+    assert (award.user["id"], award.user["username"]) == (1, "ecr-scan-gate-bot")
+    assert fake.request_count("POST", rf"/notes/{theirs['id']}/award_emoji$", status=201) == 1
+    note.awardemojis.create({"name": "+1"})  # an alias, stored under its name
+    other = gitlab.Gitlab(fake.url, private_token=OTHER_TOKEN, timeout=5)
+    other_note = other.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True).notes.get(theirs["id"], lazy=True)
+    other_note.awardemojis.create({"name": "white_check_mark"})  # the same emoji by another user
+    listed = [(a.name, a.user["id"]) for a in note.awardemojis.list(get_all=True)]
+    assert listed == [("white_check_mark", 1), ("thumbsup", 1), ("white_check_mark", 2)]
+    assert note.awardemojis.get(award.id).name == "white_check_mark"
+    assert [(a["name"], a["user"]["username"]) for a in fake.awards(PID, 5, theirs["id"])] == [
+        ("white_check_mark", "ecr-scan-gate-bot"),
+        ("thumbsup", "ecr-scan-gate-bot"),
+        ("white_check_mark", "alice"),
+    ]
+    assert FakeGitLabClient(fake.url).awards(project_id=PID, iid=5, note_id=theirs["id"])[0]["id"] == award.id
+
+
+def test_award_emoji_errors_are_404s(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
+    add_mr_pipeline(fake)
+    fake.add_merge_request(PID, 6, "f6", "main", SHA2)
+    theirs = fake.add_note(PID, 5, "hello", user_id=2)
+    elsewhere = fake.add_note(PID, 6, "on another MR", user_id=2)
+    system = fake.add_note(PID, 5, "changed the description", system=True)
+    mr = gl.projects.get(PID, lazy=True).mergerequests.get(5, lazy=True)
+    awards = mr.notes.get(theirs["id"], lazy=True).awardemojis
+    awards.create({"name": "no_entry_sign"})
+    cases = [
+        (awards, "no_entry_sign", "404 Award Emoji Name has already been taken Not Found"),
+        (awards, "Not An Emoji", "404 Award Emoji Name is not a valid emoji name Not Found"),
+        (awards, "", "404 Award Emoji Name can't be blank and Name is not a valid emoji name Not Found"),
+        (
+            mr.notes.get(system["id"], lazy=True).awardemojis,
+            "x",
+            "404 Award Emoji Awardable cannot be awarded emoji Not Found",
+        ),
+        (mr.notes.get(elsewhere["id"], lazy=True).awardemojis, "x", "404 Not found"),  # a note of MR !6
+        (mr.notes.get(99999, lazy=True).awardemojis, "x", "404 Not found"),
+        (
+            gl.projects.get(PID, lazy=True).mergerequests.get(99, lazy=True).notes.get(1, lazy=True).awardemojis,
+            "x",
+            "404 Not found",
+        ),
+    ]
+    for manager, name, message in cases:
+        with pytest.raises(GitlabCreateError) as excinfo:
+            manager.create({"name": name})
+        assert error_of(excinfo) == (404, message)
+    with pytest.raises(GitlabGetError) as excinfo:
+        awards.get(424242)
+    assert error_of(excinfo) == (404, "404 Not found")
+    with pytest.raises(GitlabHttpError) as excinfo:
+        gl.http_post(f"/projects/{PID}/merge_requests/5/notes/{theirs['id']}/award_emoji", post_data={})
+    assert error_of(excinfo) == (400, "name is missing")
+    with pytest.raises(ApiError):
+        fake.awards(PID, 5, 99999)
+    assert [a["name"] for a in fake.awards(PID, 5, theirs["id"])] == ["no_entry_sign"]
+
+
+# --- Note Hook payloads -------------------------------------------------------------------------------
+
+# doc/user/project/integrations/webhook_events.md, "Comment on a merge request".
+DOC_NOTE_KEYS = set("object_kind event_type user project_id project repository object_attributes merge_request".split())
+DOC_NOTE_ATTRS = set(
+    (
+        "id note noteable_type author_id created_at updated_at project_id attachment line_code commit_id "
+        "noteable_id system st_diff action url"
+    ).split()
+)
+DOC_NOTE_MR_KEYS = set(
+    (
+        "id target_branch source_branch source_project_id author_id assignee_id title created_at updated_at "
+        "milestone_id state merge_status target_project_id iid description position labels source target "
+        "last_commit work_in_progress draft assignee detailed_merge_status"
+    ).split()
+)
+DOC_HOOK_PROJECT_KEYS = set(
+    (
+        "id name description web_url avatar_url git_ssh_url git_http_url namespace visibility_level "
+        "path_with_namespace default_branch homepage url ssh_url http_url"
+    ).split()
+)
+
+
+def test_note_fixture_and_payload_keep_the_documented_shape() -> None:
+    for payload in (fixture("note_hook_mr.json"), note_payload(), note_payload(action="update", system=True)):
+        assert DOC_NOTE_KEYS <= payload.keys()
+        assert DOC_NOTE_ATTRS <= payload["object_attributes"].keys()
+        assert DOC_NOTE_MR_KEYS <= payload["merge_request"].keys()
+        assert DOC_HOOK_PROJECT_KEYS <= payload["project"].keys()
+        assert DOC_HOOK_PROJECT_KEYS - {"id"} <= payload["merge_request"]["target"].keys()
+        assert {"id", "name", "username"} <= payload["user"].keys()
+    assert note_payload() == fixture("note_hook_mr.json")  # the defaults are the fixture
+
+
+def test_note_payload_builds_the_scenario() -> None:
+    payload = note_payload(
+        project_id=202,
+        project_path="acme/web/shop",
+        mr_iid=8,
+        note_id=777,
+        body="/approve-scan",
+        author_id=3,
+        author_username="carol",
+        mr_source_branch="fix/cve",
+        mr_target_branch="release",
+        sha=SHA,
+        mr_author_id=2,
+    )
+    assert (payload["object_kind"], payload["event_type"], payload["project_id"]) == ("note", "note", 202)
+    attrs = payload["object_attributes"]
+    assert (attrs["id"], attrs["note"], attrs["noteable_type"], attrs["author_id"]) == (
+        777,
+        "/approve-scan",
+        "MergeRequest",
+        3,
+    )
+    assert (attrs["system"], attrs["action"], attrs["project_id"], attrs["noteable_id"]) == (False, "create", 202, 5512)
+    assert attrs["url"] == "https://gitlab.example.com/acme/web/shop/-/merge_requests/8#note_777"
+    assert {k: payload["user"][k] for k in ("id", "username", "name")} == {
+        "id": 3,
+        "username": "carol",
+        "name": "carol",
+    }
+    mr = payload["merge_request"]
+    assert (mr["iid"], mr["source_branch"], mr["target_branch"], mr["author_id"]) == (8, "fix/cve", "release", 2)
+    assert (mr["source_project_id"], mr["target_project_id"], mr["state"]) == (202, 202, "opened")
+    assert mr["last_commit"]["id"] == SHA and mr["target"]["path_with_namespace"] == "acme/web/shop"
+    assert payload["project"]["path_with_namespace"] == "acme/web/shop"
+    assert payload["repository"]["homepage"] == "https://gitlab.example.com/acme/web/shop"
+    edited = note_payload(action="update", system=True, internal=True)
+    assert (edited["object_attributes"]["action"], edited["object_attributes"]["system"]) == ("update", True)
+    assert (edited["event_type"], edited["object_attributes"]["internal"]) == ("confidential_note", True)
+    assert edited["object_attributes"]["updated_at"] > edited["object_attributes"]["created_at"]
+    assert note_payload()["user"]["name"] == "Sam Maintainer"
+    with pytest.raises(ValueError, match="action must be one of"):
+        note_payload(action="delete")
+    assert webhook_headers("Note Hook")["X-Gitlab-Event"] == "Note Hook"
 
 
 # --- repository files ---------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ CONTROL_METHODS = (
     "set_token_scopes",
     "add_group",
     "add_project",
+    "add_member",
+    "add_group_member",
     "add_commit",
     "set_branch_head",
     "set_file",
@@ -51,6 +53,7 @@ CONTROL_METHODS = (
     "statuses",
     "latest_statuses",
     "notes",
+    "awards",
     "pipelines",
     "merge_request",
     "quick_actions_triggered",
@@ -123,6 +126,29 @@ def _group_hooks(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any
     return 200, st.list_hooks(group=st.find_group(a["id"]))
 
 
+# lib/api/members.rb defines "members/all" before "members/:user_id", so "all" is never taken for a user id.
+@_route("GET", "/projects/:id/members")
+def _list_members(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, st.list_members(st.find_project(a["id"]), q, inherited=False)
+
+
+@_route("GET", "/projects/:id/members/all")
+def _list_all_members(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, st.list_members(st.find_project(a["id"]), q, inherited=True)
+
+
+@_route("GET", "/projects/:id/members/all/:user_id")
+def _get_any_member(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    user_id = _int(a, "user_id")  # Grape validates parameters before the endpoint looks anything up
+    return 200, st.get_member(st.find_project(a["id"]), user_id, inherited=True)
+
+
+@_route("GET", "/projects/:id/members/:user_id")
+def _get_member(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    user_id = _int(a, "user_id")
+    return 200, st.get_member(st.find_project(a["id"]), user_id, inherited=False)
+
+
 @_route("POST", "/projects/:id/statuses/:sha")
 def _post_status(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
     # Grape reads parameters from the query string and the body alike.
@@ -163,6 +189,25 @@ def _get_note(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) 
 def _put_note(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
     project = st.find_project(a["id"])
     return 200, st.update_note(user, project, _int(a, "iid"), _int(a, "note_id"), {**q, **b}.get("body"))
+
+
+@_route("GET", "/projects/:id/merge_requests/:iid/notes/:note_id/award_emoji")
+def _list_awards(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, st.list_awards(st.find_project(a["id"]), _int(a, "iid"), _int(a, "note_id"))
+
+
+@_route("POST", "/projects/:id/merge_requests/:iid/notes/:note_id/award_emoji")
+def _post_award(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    iid, note_id, name = _int(a, "iid"), _int(a, "note_id"), {**q, **b}.get("name")
+    if name is None:
+        raise param_error("name is missing")  # Grape's `requires :name`, checked before any lookup
+    return 201, st.create_award(user, st.find_project(a["id"]), iid, note_id, name)
+
+
+@_route("GET", "/projects/:id/merge_requests/:iid/notes/:note_id/award_emoji/:award_id")
+def _get_award(st: GitLabState, user: User, a: Args, q: Args, b: dict[str, Any]) -> tuple[int, Any]:
+    project = st.find_project(a["id"])
+    return 200, st.get_award(project, _int(a, "iid"), _int(a, "note_id"), _int(a, "award_id"))
 
 
 @_route("GET", "/projects/:id/jobs/:job_id")

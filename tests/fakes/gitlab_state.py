@@ -1,4 +1,5 @@
-"""State and rules of the fake GitLab: projects, pipelines, commit statuses, merge requests, notes."""
+"""State and rules of the fake GitLab: projects, members, pipelines, commit statuses, merge requests, notes and
+their award emoji."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ NOTE_BODY_LIMIT = 1_000_000
 # GitLab.com limits note creation per user to 60 a minute (doc/user/gitlab_com/index.md).
 NOTE_RATE_LIMIT = 60
 NOTE_RATE_WINDOW_S = 60.0
+
+# doc/api/members.md "Roles" (Gitlab::Access). Minimal access (5) and Admin (60) are not modelled.
+ACCESS_LEVELS = {10: "Guest", 15: "Planner", 20: "Reporter", 30: "Developer", 40: "Maintainer", 50: "Owner"}
+# The author of merge requests added without author_id: a user made on demand, with an id far from the small
+# ids tests give their own users (a later add_user with this id simply takes its place).
+MR_AUTHOR_ID = 900
+MR_AUTHOR_USERNAME = "mr-author"
+# Emoji names are checked against GitLab's emoji list (Gitlab::EmojiNameValidator); the fake only checks the
+# shape of a name, and normalizes the two aliases the API spec exercises (Gitlab::Emoji.normalize_emoji_name).
+_EMOJI_NAME = re.compile(r"^[a-z0-9_+-]+$")
+_EMOJI_ALIASES = {"+1": "thumbsup", "-1": "thumbsdown"}
 
 ACTIVE = ("created", "waiting_for_resource", "preparing", "pending", "running")
 FINISHED = ("success", "failed", "canceled", "skipped")
@@ -102,6 +114,7 @@ class User:
     token: str | None
     scopes: list[str] = field(default_factory=lambda: ["api"])
     bot: bool = False
+    placeholder: bool = False  # made on demand (the default MR author): add_user may replace it
 
     def api(self, base: str) -> dict[str, Any]:
         return {
@@ -130,6 +143,18 @@ class Group:
             "web_url": f"{base}/groups/{self.full_path}",
             "parent_id": None,
         }
+
+
+@dataclass
+class Member:
+    """A direct membership of a user in a project or a group (ProjectMember / GroupMember)."""
+
+    source_type: str  # "project" or "group"
+    source_id: int
+    user_id: int
+    access_level: int
+    expires_at: str | None = None
+    created_at: str = field(default_factory=now_iso)
 
 
 @dataclass
@@ -239,6 +264,7 @@ class MergeRequest:
     sha: str
     state: str
     commits: list[str] = field(default_factory=list)
+    author_id: int = MR_AUTHOR_ID
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 
@@ -253,6 +279,19 @@ class Note:
     body: str
     quick_actions: list[str]
     mentions: list[str]
+    system: bool = False
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class AwardEmoji:
+    """An emoji reaction on a merge request note (awardable_type "Note")."""
+
+    id: int
+    note_id: int
+    user_id: int
+    name: str
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 
@@ -375,6 +414,8 @@ class GitLabState:
         self.commit_statuses: list[CommitStatus] = []
         self.merge_requests: dict[tuple[int, int], MergeRequest] = {}
         self.notes_by_id: dict[int, Note] = {}
+        self.award_emoji: list[AwardEmoji] = []
+        self.members: dict[tuple[str, int, int], Member] = {}
         self.hooks: list[Hook] = []
         self.faults: list[Fault] = []
         self.request_log: list[dict[str, Any]] = []
@@ -397,7 +438,8 @@ class GitLabState:
     def add_user(
         self, user_id: int, username: str, token: str | None = None, scopes: list[str] | None = None
     ) -> dict[str, Any]:
-        self._require_new(user_id in self.users, "user", user_id)
+        existing = self.users.get(user_id)
+        self._require_new(existing is not None and not existing.placeholder, "user", user_id)
         user = User(user_id, username, token, scopes if scopes is not None else ["api"])
         self.users[user_id] = user
         return user.api(self.base_url)
@@ -421,6 +463,24 @@ class GitLabState:
         project = Project(project_id, path_with_namespace, namespace_id, default_branch)
         self.projects[project_id] = project
         return project.api(self.base_url, self.groups.get(namespace_id or -1))
+
+    @locked
+    def add_member(
+        self, project_id: int, user_id: int, access_level: int, expires_at: str | None = None
+    ) -> dict[str, Any]:
+        """A direct project membership of an existing user (10 Guest, 15 Planner, 20 Reporter, 30 Developer,
+        40 Maintainer, 50 Owner). Calling it again for the same user changes the level, like
+        PUT /projects/:id/members/:user_id. Nobody, not even the bot, is a member of anything until a test says so."""
+        return self._add_member("project", self._project(project_id).id, user_id, access_level, expires_at)
+
+    @locked
+    def add_group_member(
+        self, group_id: int, user_id: int, access_level: int, expires_at: str | None = None
+    ) -> dict[str, Any]:
+        """A group membership, inherited by every project of the group and of its subgroups (by path prefix)."""
+        if group_id not in self.groups:
+            raise not_found("Group")
+        return self._add_member("group", group_id, user_id, access_level, expires_at)
 
     @locked
     def add_commit(self, project_id: int, sha: str, branches: list[str] | None = None) -> None:
@@ -521,11 +581,23 @@ class GitLabState:
         sha: str,
         state: str = "opened",
         title: str | None = None,
+        author_id: int | None = None,
     ) -> dict[str, Any]:
+        """An MR by author_id (an existing user), by default user 900 "mr-author", made on demand."""
         project = self._project(project_id)
         self._require_new((project_id, iid) in self.merge_requests, "merge request", iid)
+        author = self._user(author_id) if author_id is not None else self._default_mr_author()
         mr = MergeRequest(
-            self._next("mr_id"), iid, project_id, title or f"MR !{iid}", source_branch, target_branch, sha, state, [sha]
+            self._next("mr_id"),
+            iid,
+            project_id,
+            title or f"MR !{iid}",
+            source_branch,
+            target_branch,
+            sha,
+            state,
+            [sha],
+            author_id=author.id,
         )
         self.merge_requests[(project_id, iid)] = mr
         self._remember_commit(project, sha, source_branch)
@@ -548,10 +620,14 @@ class GitLabState:
         return self._mr_api(mr, detailed=True)
 
     @locked
-    def add_note(self, project_id: int, iid: int, body: str, user_id: int | None = None) -> dict[str, Any]:
-        """A note by any user (default the bot), bypassing validation and the rate limit."""
+    def add_note(
+        self, project_id: int, iid: int, body: str, user_id: int | None = None, system: bool = False
+    ) -> dict[str, Any]:
+        """A note by any existing user (default the bot), bypassing validation and the rate limit. system=True
+        makes a system note ("changed the description", "added 1 commit"...): GitLab writes those itself, runs no
+        quick action from them, lets nobody edit them or award emoji on them, and sends no Note Hook for them."""
         mr = self._mr(self._project(project_id), iid)
-        return self._note_api(self._store_note(mr, self._user(user_id or self.bot_user_id), body))
+        return self._note_api(self._store_note(mr, self._user(user_id or self.bot_user_id), body, system=system))
 
     @locked
     def add_hook(
@@ -639,6 +715,12 @@ class GitLabState:
             for n in sorted(self.notes_by_id.values(), key=lambda n: n.id)
             if n.project_id == project_id and n.mr_iid == iid
         ]
+
+    @locked
+    def awards(self, project_id: int, iid: int, note_id: int) -> list[dict[str, Any]]:
+        """Award emoji on a note of the MR, in creation order."""
+        note = self._award_note(self._project(project_id), iid, note_id)
+        return [self._award_api(a) for a in self.award_emoji if a.note_id == note.id]
 
     @locked
     def pipelines(self, project_id: int | None = None, source: str | None = None) -> list[dict[str, Any]]:
@@ -885,13 +967,79 @@ class GitLabState:
         note = self._note(self._mr(project, iid), note_id)
         if body is None:
             raise param_error("body, confidential are missing, at least one parameter must be provided")
-        if note.author_id != user.id:
-            raise forbidden()  # lib/api/helpers/notes_helpers.rb update_note: authorize! :admin_note
+        if note.author_id != user.id or note.system:
+            # lib/api/helpers/notes_helpers.rb update_note: authorize! :admin_note, which NotePolicy gives the
+            # author only, and never for a system note (`rule { ~editable }.prevent :admin_note`).
+            raise forbidden()
         self._validate_note_body(body)
         note.body = str(body)
         note.updated_at = now_iso()
         self._scan_note(note)
         return self._note_api(note)
+
+    @locked
+    def list_members(self, project: Project, query: dict[str, str], inherited: bool) -> list[dict[str, Any]]:
+        """GET /projects/:id/members(/all): direct members, or with inherited=True the effective membership of
+        every user (the highest level of the project's and its ancestor groups'); filters `query` (a substring of
+        the username, which is also the fake's name) and `user_ids` (comma-separated)."""
+        user_ids = {int(u) for u in re.split(r"[,\s]+", query.get("user_ids", "")) if u.isdigit()}
+        text = query.get("query", "").lower()
+        found = []
+        for user_id in sorted({m.user_id for m in self._memberships(project, inherited)}):
+            member = self._membership(project, user_id, inherited)
+            user = self.users.get(user_id)
+            if member is None or user is None:
+                continue
+            if (not user_ids or user_id in user_ids) and (text in user.username.lower()):
+                found.append(self._member_api(member))
+        return found
+
+    @locked
+    def get_member(self, project: Project, user_id: int, inherited: bool) -> dict[str, Any]:
+        """GET /projects/:id/members/:user_id (direct only) and /members/all/:user_id (inherited too).
+
+        lib/api/members.rb: `members.find_by!(user_id: ...)`; its ActiveRecord::RecordNotFound is rendered
+        "404 Not found" (lib/api/api.rb), for a non-member and an unknown user alike."""
+        member = self._membership(project, user_id, inherited)
+        if member is None or member.user_id not in self.users:
+            raise not_found()
+        return self._member_api(member)
+
+    @locked
+    def list_awards(self, project: Project, iid: int, note_id: int) -> list[dict[str, Any]]:
+        note = self._award_note(project, iid, note_id)
+        return [self._award_api(a) for a in self.award_emoji if a.note_id == note.id]
+
+    @locked
+    def get_award(self, project: Project, iid: int, note_id: int, award_id: int) -> dict[str, Any]:
+        note = self._award_note(project, iid, note_id)
+        award = next((a for a in self.award_emoji if a.note_id == note.id and a.id == award_id), None)
+        if award is None:
+            raise not_found()  # awardable.award_emoji.find(params[:award_id])
+        return self._award_api(award)
+
+    @locked
+    def create_award(self, user: User, project: Project, iid: int, note_id: int, name: str) -> dict[str, Any]:
+        """POST .../notes/:note_id/award_emoji, after lib/api/award_emoji.rb and AwardEmojis::AddService: every
+        failure of the service is answered not_found!("Award Emoji #{message}"), i.e. a 404."""
+        note = self._award_note(project, iid, note_id)
+        if note.system:
+            # AddService: `unless awardable.emoji_awardable?` (false for a system note).
+            raise not_found("Award Emoji Awardable cannot be awarded emoji")
+        name = _EMOJI_ALIASES.get(str(name), str(name))
+        # AwardEmoji validations, joined by AwardEmojis::BaseService#error with to_sentence.
+        errors = []
+        if not name.strip():
+            errors.append("Name can't be blank")
+        if not _EMOJI_NAME.match(name):
+            errors.append("Name is not a valid emoji name")
+        elif any(a.note_id == note.id and a.user_id == user.id and a.name == name for a in self.award_emoji):
+            errors.append("Name has already been taken")  # uniqueness scoped to user and awardable
+        if errors:
+            raise not_found("Award Emoji " + " and ".join(errors))
+        award = AwardEmoji(self._next("award"), note.id, user.id, name)
+        self.award_emoji.append(award)
+        return self._award_api(award)
 
     @locked
     def get_pipeline(self, project: Project, pipeline_id: int) -> dict[str, Any]:
@@ -1015,6 +1163,53 @@ class GitLabState:
             raise not_found("Merge Request")
         return mr
 
+    def _default_mr_author(self) -> User:
+        if MR_AUTHOR_ID not in self.users:
+            self.users[MR_AUTHOR_ID] = User(MR_AUTHOR_ID, MR_AUTHOR_USERNAME, None, placeholder=True)
+        return self.users[MR_AUTHOR_ID]
+
+    def _add_member(
+        self, source_type: str, source_id: int, user_id: int, access_level: int, expires_at: str | None
+    ) -> dict[str, Any]:
+        self._user(user_id)
+        if access_level not in ACCESS_LEVELS:
+            raise ValueError(f"access_level must be one of {sorted(ACCESS_LEVELS)}, not {access_level!r}")
+        key = (source_type, source_id, user_id)
+        member = self.members.get(key) or Member(source_type, source_id, user_id, access_level)
+        member.access_level, member.expires_at = access_level, expires_at
+        self.members[key] = member
+        return self._member_api(member)
+
+    def _ancestor_groups(self, project: Project) -> list[Group]:
+        """The project's group and every group above it (a nested path "acme/platform/x" has two)."""
+        return [
+            g
+            for g in self.groups.values()
+            if g.id == project.namespace_id or project.path_with_namespace.startswith(g.full_path + "/")
+        ]
+
+    def _memberships(self, project: Project, inherited: bool) -> list[Member]:
+        found = [m for m in self.members.values() if m.source_type == "project" and m.source_id == project.id]
+        if inherited:
+            group_ids = {g.id for g in self._ancestor_groups(project)}
+            found += [m for m in self.members.values() if m.source_type == "group" and m.source_id in group_ids]
+        return found
+
+    def _membership(self, project: Project, user_id: int, inherited: bool) -> Member | None:
+        # doc/api/members.md: with inherited members "only its membership with the highest access_level is
+        # returned"; on a tie the direct (project) membership wins here.
+        mine = [m for m in self._memberships(project, inherited) if m.user_id == user_id]
+        return max(mine, key=lambda m: (m.access_level, m.source_type == "project"), default=None)
+
+    def _award_note(self, project: Project, iid: int, note_id: int) -> Note:
+        # lib/api/helpers/award_emoji.rb: `merge_requests.find_by!(iid: ...)`, then `awardable.notes.find(note_id)`:
+        # both raise ActiveRecord::RecordNotFound, so both answer "404 Not found" (unlike the notes API).
+        mr = self.merge_requests.get((project.id, int(iid)))
+        note = self.notes_by_id.get(int(note_id))
+        if mr is None or note is None or note.mr_id != mr.id:
+            raise not_found()
+        return note
+
     def _note(self, mr: MergeRequest, note_id: int) -> Note:
         note = self.notes_by_id.get(int(note_id))
         if note is None or note.mr_id != mr.id:
@@ -1115,15 +1310,15 @@ class GitLabState:
                 f'400 Bad request - Note {{:note=>["is too long (maximum is {NOTE_BODY_LIMIT} characters)"]}}'
             )
 
-    def _store_note(self, mr: MergeRequest, user: User, body: str) -> Note:
-        note = Note(self._next("note"), mr.project_id, mr.iid, mr.id, user.id, body, [], [])
+    def _store_note(self, mr: MergeRequest, user: User, body: str, system: bool = False) -> Note:
+        note = Note(self._next("note"), mr.project_id, mr.iid, mr.id, user.id, body, [], [], system=system)
         self.notes_by_id[note.id] = note
         self._scan_note(note)
         return note
 
     def _scan_note(self, note: Note) -> None:
         # Quick actions also run when a note is edited (Notes::UpdateService), so scan every body.
-        note.quick_actions = quick_actions(note.body)
+        note.quick_actions = [] if note.system else quick_actions(note.body)
         note.mentions = mentions(note.body)
         for command in note.quick_actions:
             self.triggered.append({"note_id": note.id, "author_id": note.author_id, "command": command})
@@ -1217,6 +1412,7 @@ class GitLabState:
             "draft": False,
             "merge_status": "can_be_merged",
             "detailed_merge_status": "mergeable",
+            "author": self._author(mr.author_id),
             "created_at": mr.created_at,
             "updated_at": mr.updated_at,
             "web_url": f"{self.base_url}/{project.path_with_namespace}/-/merge_requests/{mr.iid}",
@@ -1246,7 +1442,7 @@ class GitLabState:
             "author": self._author(n.author_id),
             "created_at": n.created_at,
             "updated_at": n.updated_at,
-            "system": False,
+            "system": n.system,
             "noteable_id": n.mr_id,
             "noteable_type": "MergeRequest",
             "noteable_iid": n.mr_iid,
@@ -1254,4 +1450,27 @@ class GitLabState:
             "resolvable": False,
             "confidential": False,
             "internal": False,
+        }
+
+    def _member_api(self, m: Member) -> dict[str, Any]:
+        # lib/api/entities/member.rb: the user (UserBasic, merged), access_level, created_at, expires_at;
+        # created_by is left out when there is none (expose_nil: false).
+        return {
+            **self._author(m.user_id),
+            "access_level": m.access_level,
+            "created_at": m.created_at,
+            "expires_at": m.expires_at,
+        }
+
+    def _award_api(self, a: AwardEmoji) -> dict[str, Any]:
+        # lib/api/entities/award_emoji.rb; url is only set for a custom emoji.
+        return {
+            "id": a.id,
+            "name": a.name,
+            "user": self._author(a.user_id),
+            "created_at": a.created_at,
+            "updated_at": a.updated_at,
+            "awardable_id": a.note_id,
+            "awardable_type": "Note",
+            "url": None,
         }

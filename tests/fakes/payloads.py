@@ -132,6 +132,101 @@ def job_payload(
     return payload
 
 
+NOTE_ACTIONS = ("create", "update")  # lib/gitlab/data_builder/note.rb VALID_ACTIONS
+
+
+def _set_hook_project(project: dict[str, Any], project_id: int, project_path: str) -> None:
+    """Project#hook_attrs with its backward-compatible keys (homepage, url, ssh_url, http_url)."""
+    _set_project(project, project_id, project_path)
+    project.update(
+        homepage=_web_url(project_path),
+        url=project["git_ssh_url"],  # url_to_repo
+        ssh_url=project["git_ssh_url"],
+        http_url=project["git_http_url"],
+    )
+
+
+def note_payload(
+    project_id: int = 101,
+    project_path: str = "acme/platform/payments-api",
+    mr_iid: int = 17,
+    note_id: int = 50123,
+    body: str = "@ecr-scan-gate-bot recheck",
+    author_id: int = 57,
+    author_username: str = "sam",
+    system: bool = False,
+    action: str = "create",
+    mr_target_branch: str = "main",
+    mr_source_branch: str = "feature/scan-gate",
+    sha: str = SHA,
+    author_name: str | None = None,
+    mr_author_id: int = 42,
+    mr_state: str = "opened",
+    internal: bool = False,
+) -> dict[str, Any]:
+    """A Note Hook body for a comment on a merge request (action "create" or "update", GitLab 16.11+).
+
+    The user who wrote the note is both `user` and `object_attributes.author_id`; author_name defaults to the
+    fixture's name for the fixture's user, else to the username. internal=True gives an internal note, which
+    GitLab sends as event_type "confidential_note" (X-Gitlab-Event "Confidential Note Hook") to the hooks that
+    subscribe to confidential notes only. GitLab sends no Note Hook at all for a system note
+    (Notes::PostProcessService skips them), so system=True stands for a delivery GitLab would not make.
+    """
+    if action not in NOTE_ACTIONS:
+        raise ValueError(f"action must be one of {NOTE_ACTIONS}, not {action!r}")
+    payload = fixture("note_hook_mr.json")
+    web_url = _web_url(project_path)
+    mr_url = f"{web_url}/-/merge_requests/{mr_iid}"
+    user = payload["user"]
+    if author_username != user["username"] or author_id != user["id"]:
+        name = author_name or author_username
+        user.update(
+            id=author_id,
+            username=author_username,
+            name=name,
+            avatar_url=f"{INSTANCE}/uploads/-/system/user/avatar/{author_id}/avatar.png",
+        )
+    elif author_name:
+        user["name"] = author_name
+    payload["event_type"] = "confidential_note" if internal else "note"
+    payload["project_id"] = project_id
+    _set_hook_project(payload["project"], project_id, project_path)
+    project = payload["project"]
+    payload["repository"].update(
+        name=project["name"], url=project["url"], description=project["description"], homepage=web_url
+    )
+    attrs = payload["object_attributes"]
+    attrs.update(
+        id=note_id,
+        note=body,
+        description=body,
+        author_id=author_id,
+        project_id=project_id,
+        system=system,
+        internal=internal,
+        action=action,
+        url=f"{mr_url}#note_{note_id}",
+    )
+    if action == "update":
+        attrs.update(updated_at="2025-03-04 09:40:27 UTC", updated_by_id=author_id)
+    mr = payload["merge_request"]
+    mr.update(
+        iid=mr_iid,
+        source_branch=mr_source_branch,
+        target_branch=mr_target_branch,
+        source_project_id=project_id,
+        target_project_id=project_id,
+        author_id=mr_author_id,
+        state=mr_state,
+        state_id={"opened": 1, "closed": 2, "merged": 3, "locked": 4}.get(mr_state, 1),
+        url=mr_url,
+    )
+    for side in ("source", "target"):
+        _set_hook_project(mr[side], project_id, project_path)
+    mr["last_commit"].update(id=sha, url=f"{web_url}/-/commit/{sha}")
+    return payload
+
+
 def webhook_headers(
     event: str = "Pipeline Hook",
     token: str | None = TOKEN,
