@@ -47,6 +47,7 @@ def test_mr_pipeline_fixture() -> None:
         ),
         url="https://gitlab.example.com/acme/platform/payments-api/-/pipelines/7001",
         created_at="2025-03-04 09:15:02 UTC",
+        mr_target_branch="main",
     )
     assert event.kind is EventKind.PIPELINE
     assert not event.finished and not event.failed_or_canceled

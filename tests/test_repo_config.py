@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from bot.core.models import Severity
 from bot.core.repo_config import FILE_KEY, MAX_REPO_FILE_BYTES, Problem, RepoFile, parse_repo_file, resolve
+from bot.core.risk import BlockMode
 from bot.core.settings import PolicySettings, ProjectSettings
 
-ORG = PolicySettings(fail_on=("CRITICAL", "HIGH"), ignore=("CVE-2020-0001",))
+ORG = PolicySettings.model_validate(
+    {
+        "fail_on": ["CRITICAL", "HIGH"],
+        "exceptions": [{"id": "CVE-2020-0001", "reason": "org-wide", "expires": date(2099, 1, 1)}],
+        "max_exception_days": 90,
+    }
+)
+TODAY = date(2026, 12, 3)
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/ecr-scan-gate"
@@ -69,7 +79,7 @@ def test_a_monorepo_file_resolves_to_its_images_with_the_registry_role() -> None
     assert (by_repo["payments-worker"].tag, by_repo["payments-worker"].region) == ("worker-{short_sha}", "us-east-1")
     assert by_repo["payments-worker"].role_arn == ROLE
     assert resolved.policy(api).fail_on == (Severity.CRITICAL, Severity.HIGH)
-    assert resolved.policy(api).ignore == frozenset({"CVE-2020-0001"})
+    assert [a.id for a in resolved.policy(api).exceptions] == ["CVE-2020-0001"]
 
 
 def test_the_bots_own_account_when_the_file_names_no_registry_and_that_is_first() -> None:
@@ -88,34 +98,51 @@ def test_the_bots_own_account_when_the_file_names_no_registry_and_that_is_first(
         ),
         ('[[images]]\nrepository = "a"\npush_job = "p"\nregion = "ap-south-1"\n', "images[0].region", "not allowed"),
         ('[policy]\nfail_on = ["CRITICAL"]\n', "policy.fail_on", "drops HIGH"),
-        ('[policy]\nignore = ["CVE-2024-9999"]\n', "policy.ignore", "adds CVE-2024-9999"),
+        ("[policy]\nblock_only_fixable = true\n", "policy.block_only_fixable", "laxer"),
+        ("[policy]\nmin_cvss = 7.0\n", "policy.min_cvss", "laxer"),
+        ('[policy]\nblock = "new"\n', "policy.block", "laxer"),
+        (
+            '[[policy.exceptions]]\nid = "CVE-1"\nreason = "r"\nexpires = 2027-03-04\n',
+            "policy.exceptions[0].expires",
+            "more than 90 days ahead (latest 2027-03-03)",
+        ),
         ('[[images]]\nrepository = "a"\npush_job = "p"\nfail_on = "CRITICAL"\n', "images[0].fail_on", "drops HIGH"),
     ],
 )
 def test_what_a_repo_file_may_not_ask_for_is_a_problem_with_its_key(text: str, key: str, words: str) -> None:
-    resolved = resolve(project(), ORG, "acme/p", parsed(text))
+    resolved = resolve(project(), ORG, "acme/p", parsed(text), TODAY)
     assert resolved.images == ()
     assert key in {p.key for p in resolved.problems}
     assert words in next(p.message for p in resolved.problems if p.key == key)
 
 
 def test_allow_relax_lets_a_repo_file_relax_the_org_policy() -> None:
-    text = '[policy]\nfail_on = ["CRITICAL"]\nignore = ["CVE-2024-9999"]\n'
+    text = '[policy]\nfail_on = ["CRITICAL"]\nblock_only_fixable = true\nmin_cvss = 7.5\nblock = "new"\n'
     resolved = resolve(project(allow_relax=True, images=[{"repository": "{project_name}", "push_job": "push"}]), ORG,
                        "acme/shop", parsed(text))  # fmt: skip
     assert resolved.problems == ()
     (image,) = resolved.images  # a file with only [policy]: the central images under that policy
     assert image.repository == "shop"
-    assert resolved.policy(image).fail_on == (Severity.CRITICAL,)
-    assert resolved.policy(image).ignore == frozenset({"CVE-2024-9999"})
+    policy = resolved.policy(image)
+    assert (policy.fail_on, policy.block_only_fixable, policy.min_cvss, policy.block) == (
+        (Severity.CRITICAL,),
+        True,
+        7.5,
+        BlockMode.NEW,
+    )
 
 
 def test_a_stricter_policy_needs_no_permission() -> None:
-    text = '[policy]\nfail_on = ["CRITICAL", "HIGH", "MEDIUM"]\nignore = []\n'
-    resolved = resolve(project(images=[{"repository": "x", "push_job": "p"}]), ORG, "acme/x", parsed(text))
+    text = '[policy]\nfail_on = ["CRITICAL", "HIGH", "MEDIUM"]\n'
+    text += '[[policy.exceptions]]\nid = "CVE-2024-1"\nreason = "not reachable"\nexpires = 2027-03-03\nby = "@a"\n'
+    resolved = resolve(project(images=[{"repository": "x", "push_job": "p"}]), ORG, "acme/x", parsed(text), TODAY)
     assert resolved.problems == ()
-    assert resolved.policy(resolved.images[0]).fail_on == (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM)
-    assert resolved.policy(resolved.images[0]).ignore == frozenset()
+    policy = resolved.policy(resolved.images[0])
+    assert policy.fail_on == (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM)
+    assert [(a.id, a.source, a.by) for a in policy.exceptions] == [
+        ("CVE-2020-0001", "central config", ""),
+        ("CVE-2024-1", ".gitlab/ecr-scan-gate.toml", "@a"),
+    ]
 
 
 @pytest.mark.parametrize(

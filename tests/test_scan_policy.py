@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from bot.core.errors import TransientError
-from bot.core.models import Image, Phase, Reason, Severity
+from bot.core.models import Acceptance, Image, Phase, Reason, Severity
 from bot.core.policy import Policy, decide, failed_verdict
 from bot.core.poll import within_grace
 from bot.core.scan import classify_error, classify_response, merge_pages
@@ -91,7 +93,7 @@ def test_counted_but_unlisted_blocking_findings_still_block():
     assert verdict.blocking_total == 2
 
 
-def test_ignored_cve_does_not_block_but_others_do():
+def test_accepted_cve_does_not_block_but_others_do():
     body = answer(
         "COMPLETE",
         {
@@ -99,9 +101,14 @@ def test_ignored_cve_does_not_block_but_others_do():
             "findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1},
         },
     )
-    only_ignored = verdict_for(body, Policy(ignore=frozenset({"CVE-2024-0001", "CVE-2024-0002"})))
-    assert only_ignored.reason is Reason.PASSED
-    one = verdict_for(body, Policy(ignore=frozenset({"CVE-2024-0001"})))
+
+    def accept(*ids: str) -> Policy:
+        return Policy(exceptions=tuple(Acceptance(i, "accepted", date(2099, 1, 1)) for i in ids))
+
+    only_accepted = verdict_for(body, accept("CVE-2024-0001", "CVE-2024-0002"))
+    assert only_accepted.reason is Reason.PASSED
+    assert [w.finding.id for w in only_accepted.waived] == ["CVE-2024-0001", "CVE-2024-0002"]
+    one = verdict_for(body, accept("CVE-2024-0001"))
     assert one.reason is Reason.BLOCKED and [f.id for f in one.blocking] == ["CVE-2024-0002"]
 
 

@@ -145,6 +145,7 @@ class PipelineEvent:
     created_at: str
     # A child pipeline (trigger: include:) of this project: the pipeline that triggered it.
     parent_pipeline_id: int | None = None
+    mr_target_branch: str = ""  # merge_request.target_branch ("" for a branch pipeline)
 
     @property
     def finished(self) -> bool:
@@ -218,10 +219,12 @@ def _parse_pipeline(payload: Obj) -> PipelineEvent:
     # webhook_events.md: merge_request is present (non-null) only for merge request pipelines.
     mr = payload.get("merge_request")
     mr_iid = mr_project_id = None
+    target_branch = ""
     if mr is not None:
         mr = _obj(mr, "merge_request")
         mr_iid = _int(mr, "iid", "merge_request.")
         mr_project_id = _int(mr, "target_project_id", "merge_request.")
+        target_branch = _str(mr, "target_branch", "merge_request.", MAX_REF, optional=True)
     # Absent or null builds[]: the jobs are unknown, and routing then gates every image (fail closed).
     builds = payload.get("builds")
     builds = [] if builds is None else builds
@@ -242,6 +245,7 @@ def _parse_pipeline(payload: Obj) -> PipelineEvent:
         url=_str(attrs, "url", a, MAX_TEXT, optional=True),
         created_at=_str(attrs, "created_at", a, MAX_TEXT, optional=True),
         parent_pipeline_id=_parent_pipeline(payload, project_id),
+        mr_target_branch=target_branch,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -156,10 +157,47 @@ class Finding:
     description: str = ""
     # Enhanced findings only: ACTIVE blocks; SUPPRESSED and CLOSED never do.
     status: str = "ACTIVE"
+    fix_available: str = ""  # enhanced fixAvailable: YES, NO, PARTIAL ("" for basic findings)
+    cvss: float | None = None  # the highest CVSS base score ECR gave (basic CVSS*_SCORE, enhanced score)
 
     @property
     def active(self) -> bool:
         return self.status.upper() == "ACTIVE"
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """An accepted risk (a policy exception): findings with this id, in scope, do not block until it ends."""
+
+    id: str  # CVE id or finding name
+    reason: str
+    expires: date  # the last UTC day it applies (inclusive)
+    package: str = ""  # "": any package
+    repository: str = ""  # "": any repository
+    by: str = ""  # who accepted it, as written ("@alice")
+    source: str = ""  # where it is recorded: "central config", the repo file, "MR !12 comment"
+
+    def matches(self, finding: Finding, repository: str) -> bool:
+        if finding.id.lower() != self.id.lower():
+            return False
+        if self.package and finding.package != self.package:
+            return False
+        return self.in_scope(repository)
+
+    def in_scope(self, repository: str) -> bool:
+        return not self.repository or self.repository == repository
+
+    def active(self, today: date) -> bool:
+        return today <= self.expires
+
+
+@dataclass(frozen=True)
+class Waived:
+    """A fail_on finding that does not block, and why (accepted, no fix, CVSS below the bar, already there)."""
+
+    finding: Finding
+    why: str
+    acceptance: Acceptance | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +232,11 @@ class Verdict:
     blocking: tuple[Finding, ...] = ()
     blocking_total: int = 0
     enhanced: bool = False
+    waived: tuple[Waived, ...] = ()  # would block under fail_on alone; listed with why they do not
+    expired: tuple[Waived, ...] = ()  # blocking again: their exception has ended (also in `blocking`)
+    unused: tuple[Acceptance, ...] = ()  # exceptions in scope that matched no finding of this scan
+    decided_on: date | None = None  # the UTC day the policy was applied (exception dates are UTC days)
+    baseline: str = ""  # block = "new": what the findings were compared with, or why they were not
 
     @property
     def passed(self) -> bool:

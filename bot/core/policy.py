@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 
-from bot.core.models import Finding, Image, Phase, Reason, ScanResult, Severity, Verdict
+from bot.core.models import Acceptance, Finding, Image, Phase, Reason, ScanResult, Severity, Verdict, Waived
+from bot.core.risk import BlockMode, finding_key, fixable
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The target branch's newest completed scan of the same repository (block = "new" compares with it)."""
+
+    branch: str
+    keys: frozenset[str]  # risk.finding_key of each of its findings
+    pipeline_id: int = 0
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Which severities block, and which CVE ids the team has accepted."""
+    """What blocks: severities, fix state, CVSS, new-only; and the risks accepted until a date."""
 
     fail_on: tuple[Severity, ...] = (Severity.CRITICAL, Severity.HIGH)
-    ignore: frozenset[str] = frozenset()
+    block_only_fixable: bool = False
+    min_cvss: float = 0.0
+    block: BlockMode = BlockMode.ALL
+    exceptions: tuple[Acceptance, ...] = ()
+    target_branch: str = ""  # block = "new": the branch whose last scan is the baseline
+    baseline: Baseline | None = None  # filled in by the caller when it has one
 
 
 def remediation(reason: Reason, t: Image, detail: str = "") -> str:
@@ -22,7 +38,8 @@ def remediation(reason: Reason, t: Image, detail: str = "") -> str:
     texts = {
         Reason.PASSED: "",
         Reason.BLOCKED: "Fix or upgrade the listed packages (see fixed versions), rebuild and push the image. "
-        "If a finding is accepted, add its id to [policy] ignore.",
+        "To accept a finding for a while, add a [[policy.exceptions]] entry with a reason and an expiry, or "
+        "comment `ecr-scan-gate accept <id> until <date> because <reason>` (Maintainer).",
         Reason.SCAN_NOT_FOUND: "No scan ran for this image: scan on push is off. Turn it on with "
         f"`aws ecr put-image-scanning-configuration --repository-name {repo}{reg} --region {region} "
         "--image-scanning-configuration scanOnPush=true` (or a registry scanning rule), then re-run the pipeline.",
@@ -105,17 +122,67 @@ def failed_verdict(
     )
 
 
-def _blocking(result: ScanResult, policy: Policy) -> tuple[tuple[Finding, ...], int]:
-    """Listed blocking findings, plus blocking findings counted by ECR but not listed (fail closed)."""
-    listed = [f for f in result.findings if f.severity in policy.fail_on and f.active and f.id not in policy.ignore]
-    listed.sort(key=lambda f: (f.severity.rank, f.id))
+def _waiver(finding: Finding, policy: Policy, repository: str, today: date) -> tuple[str, Acceptance | None]:
+    """Why a fail_on finding does not block ("" if it blocks), and the exception that covers it, if any."""
+    for acceptance in policy.exceptions:
+        if acceptance.matches(finding, repository) and acceptance.active(today):
+            return "accepted", acceptance
+    if policy.block_only_fixable and not fixable(finding):
+        return "no fix available", None
+    if policy.min_cvss > 0 and finding.cvss is not None and finding.cvss < policy.min_cvss:
+        return f"CVSS {finding.cvss:g} is below {policy.min_cvss:g}", None
+    if policy.block is BlockMode.NEW and policy.baseline and finding_key(finding) in policy.baseline.keys:
+        return f"already on {policy.baseline.branch}", None
+    return "", None
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    blocking: tuple[Finding, ...]
+    total: int
+    waived: tuple[Waived, ...]
+    expired: tuple[Waived, ...]
+    unused: tuple[Acceptance, ...]
+
+
+def _sort(result: ScanResult, policy: Policy, repository: str, today: date) -> _Sorted:
+    """Listed blocking findings (plus ones ECR counted but did not list: fail closed), waived, expired, unused."""
+    blocking: list[Finding] = []
+    waived: list[Waived] = []
+    expired: list[Waived] = []
+    used: set[Acceptance] = set()
+    for finding in result.findings:
+        if finding.severity not in policy.fail_on or not finding.active:
+            continue
+        why, acceptance = _waiver(finding, policy, repository, today)
+        if why:
+            waived.append(Waived(finding, why, acceptance))
+            used |= {acceptance} if acceptance else set()
+            continue
+        blocking.append(finding)
+        lapsed = next((a for a in policy.exceptions if a.matches(finding, repository) and not a.active(today)), None)
+        if lapsed is not None:
+            expired.append(Waived(finding, f"exception expired on {lapsed.expires.isoformat()}", lapsed))
+            used.add(lapsed)
+    blocking.sort(key=lambda f: (f.severity.rank, f.id))
     seen = Counter(f.severity for f in result.findings)
     unseen = sum(max(0, result.counts.get(sev, 0) - seen.get(sev, 0)) for sev in policy.fail_on)
-    return tuple(listed), len(listed) + unseen
+    unused = tuple(a for a in policy.exceptions if a.in_scope(repository) and a not in used and a.active(today))
+    return _Sorted(tuple(blocking), len(blocking) + unseen, tuple(waived), tuple(expired), unused)
 
 
-def decide(result: ScanResult, policy: Policy, target: Image) -> Verdict:
-    """The verdict for a final ScanResult. An IN_PROGRESS result is a caller bug: it fails closed."""
+def _baseline_text(policy: Policy) -> str:
+    if policy.block is not BlockMode.NEW:
+        return ""
+    if policy.baseline is None:
+        branch = policy.target_branch or "the target branch"
+        return f'no completed scan of {branch} to compare with: every finding counts (block = "all")'
+    where = f" (pipeline {policy.baseline.pipeline_id})" if policy.baseline.pipeline_id else ""
+    return f"only findings new since {policy.baseline.branch}{where} block"
+
+
+def decide(result: ScanResult, policy: Policy, target: Image, today: date | None = None) -> Verdict:
+    """The verdict for a final ScanResult on UTC day `today`. An IN_PROGRESS result is a caller bug: fails closed."""
     if result.phase is Phase.IN_PROGRESS:
         return failed_verdict(
             Reason.ERROR,
@@ -131,7 +198,9 @@ def decide(result: ScanResult, policy: Policy, target: Image) -> Verdict:
     counts = dict(result.counts)
     if not counts and result.findings:
         counts = dict(Counter(f.severity for f in result.findings if f.active))
-    blocking, total = _blocking(result, policy)
+    today = today or date.min  # no day given: every dated exception counts as active (tests, old callers)
+    sorted_ = _sort(result, policy, target.repository, today)
+    blocking, total = sorted_.blocking, sorted_.total
     if total:
         worst = blocking[0].severity.value if blocking else "/".join(s.value for s in policy.fail_on)
         summary = f"{total} blocking finding{'s' if total != 1 else ''} (worst {worst}) in {target.repository}"
@@ -148,4 +217,9 @@ def decide(result: ScanResult, policy: Policy, target: Image) -> Verdict:
         blocking=blocking,
         blocking_total=total,
         enhanced=result.enhanced,
+        waived=sorted_.waived,
+        expired=sorted_.expired,
+        unused=sorted_.unused,
+        decided_on=None if today == date.min else today,
+        baseline=_baseline_text(policy),
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from datetime import date
 
 from bot.core.errors import TransientError
 from bot.core.markdown import clean
 from bot.core.models import Image, Reason, ScanResult, Verdict
 from bot.core.policy import Policy, decide, failed_verdict
+from bot.core.risk import utc_day
 from bot.core.settings import ScanSettings
 
 # Not-found answers can be ECR's eventual consistency right after a push; only these are asked again.
@@ -103,9 +105,20 @@ def timeout(image: Image, progress: Progress, now: float, how: str = "") -> Fini
 
 
 def next_step(
-    image: Image, progress: Progress, answer: Answer, now: float, scan: ScanSettings, policy: Policy, rng: random.Random
+    image: Image,
+    progress: Progress,
+    answer: Answer,
+    now: float,
+    scan: ScanSettings,
+    policy: Policy,
+    rng: random.Random,
+    today: date | None = None,
 ) -> Step:
-    """The next step of a gate after `answer`. Never a pass without a COMPLETE answer read."""
+    """The next step of a gate after `answer`. Never a pass without a COMPLETE answer read.
+
+    `now` is the epoch (the worker's) or any monotonic clock (the CLI's): only differences are taken. `today`,
+    the UTC day exception dates are judged on, defaults to the day of `now` (right for an epoch clock).
+    """
     remaining = progress.deadline - now
     if answer is None or isinstance(answer, RateLimited):
         if remaining <= 0:
@@ -134,7 +147,7 @@ def next_step(
     )
     # A not-found answer still standing at the deadline is the answer (not a timeout): it says why.
     if answer.is_final and (not early or remaining <= 0):
-        verdict = decide(answer, policy, image)
+        verdict = decide(answer, policy, image, today or utc_day(now))
         return Finish(
             verdict if verdict.digest or not image.digest else replace(verdict, digest=image.digest), image, progress
         )

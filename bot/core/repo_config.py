@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from bot.core.models import Severity
 from bot.core.policy import Policy
+from bot.core.risk import BlockMode
 from bot.core.settings import (
     Account,
+    ExceptionSettings,
     ImageSettings,
     OptionalRegion,
     OptionalSeverities,
@@ -57,10 +60,14 @@ class RepoImage(_Strict):
 
 
 class RepoPolicy(_Strict):
-    """A repo file's [policy]: by default it may only be stricter than the org's."""
+    """A repo file's [policy]: unset keys are the org's; by default a set key may only be stricter."""
 
     fail_on: OptionalSeverities = None
-    ignore: tuple[str, ...] | None = None
+    block_only_fixable: StrictBool | None = None
+    min_cvss: float | None = Field(None, ge=0, le=10)
+    block: BlockMode | None = None
+    # Accepted risks of this project, within the org's limits ([policy] max_exception_days).
+    exceptions: tuple[ExceptionSettings, ...] = ()
 
 
 class RepoFile(_Strict):
@@ -115,12 +122,12 @@ class Resolved:
     """What a project's pipelines gate: its images (each with its effective fail_on) and policy, or problems."""
 
     images: tuple[ImageSettings, ...] = ()
-    ignore: frozenset[str] = frozenset()
+    base: Policy = Policy()
     problems: tuple[Problem, ...] = ()
     source: str = "central config"
 
     def policy(self, image: ImageSettings) -> Policy:
-        return Policy(fail_on=image.fail_on or (), ignore=self.ignore)
+        return replace(self.base, fail_on=image.fail_on or self.base.fail_on)
 
 
 def _registry_for(project: ProjectSettings, image: RepoImage, i: int) -> tuple[RegistrySettings | None, Problem | None]:
@@ -145,16 +152,14 @@ def _stricter(key: str, fail_on: tuple[Severity, ...], org: tuple[Severity, ...]
     return Problem(key, f"drops {', '.join(dropped)} from the org's fail_on; the central config allows only stricter")
 
 
-def _from_repo(project: ProjectSettings, org: PolicySettings, repo: RepoFile, central: Resolved) -> Resolved:
+def _from_repo(
+    project: ProjectSettings, org: PolicySettings, repo: RepoFile, central: Resolved, today: date
+) -> Resolved:
     problems: list[Problem] = []
     relax = project.allow_relax
-    base = repo.policy.fail_on if repo.policy.fail_on is not None else org.fail_on
-    if repo.policy.fail_on is not None and not relax:
-        problems += [p for p in [_stricter("policy.fail_on", repo.policy.fail_on, org.fail_on)] if p]
-    ignore = frozenset(org.ignore if repo.policy.ignore is None else repo.policy.ignore)
-    extra = sorted(ignore - frozenset(org.ignore))
-    if extra and not relax:
-        problems.append(Problem("policy.ignore", f"adds {', '.join(extra)}, which the org's [policy] ignore lacks"))
+    policy, policy_problems = _repo_policy(repo.policy, org, relax, today)
+    problems += policy_problems
+    base = policy.fail_on
     images: list[ImageSettings] = []
     for i, image in enumerate(repo.images):
         registry, problem = _registry_for(project, image, i)
@@ -183,7 +188,42 @@ def _from_repo(project: ProjectSettings, org: PolicySettings, repo: RepoFile, ce
         problems += central.problems
     if problems:
         return Resolved(problems=tuple(problems), source=REPO_FILE)
-    return Resolved(images=tuple(images), ignore=ignore, source=REPO_FILE)
+    return Resolved(images=tuple(images), base=policy, source=REPO_FILE)
+
+
+def _repo_policy(repo: RepoPolicy, org: PolicySettings, relax: bool, today: date) -> tuple[Policy, list[Problem]]:
+    """The org policy with the repo file's [policy] over it; what relaxes it is a problem unless allowed."""
+    rules = org.rules()
+    problems: list[Problem] = []
+    if repo.fail_on is not None and not relax:
+        problems += [p for p in [_stricter("policy.fail_on", repo.fail_on, org.fail_on)] if p]
+    laxer = {
+        "block_only_fixable": repo.block_only_fixable is True and not org.block_only_fixable,
+        "min_cvss": repo.min_cvss is not None and repo.min_cvss > org.min_cvss,
+        "block": repo.block is BlockMode.NEW and org.block is BlockMode.ALL,
+    }
+    for key, is_laxer in laxer.items():
+        if is_laxer and not relax:
+            problems.append(Problem(f"policy.{key}", f"is laxer than the org's [policy] {key}; not allowed here"))
+    latest = today + timedelta(days=org.max_exception_days)
+    for i, exception in enumerate(repo.exceptions):
+        if today != date.min and exception.expires > latest:
+            problems.append(
+                Problem(
+                    f"policy.exceptions[{i}].expires",
+                    f"{exception.expires.isoformat()} is more than {org.max_exception_days} days ahead "
+                    f"(latest {latest.isoformat()})",
+                )
+            )
+    policy = replace(
+        rules,
+        fail_on=repo.fail_on if repo.fail_on is not None else rules.fail_on,
+        block_only_fixable=rules.block_only_fixable if repo.block_only_fixable is None else repo.block_only_fixable,
+        min_cvss=rules.min_cvss if repo.min_cvss is None else repo.min_cvss,
+        block=repo.block or rules.block,
+        exceptions=rules.exceptions + tuple(e.acceptance(REPO_FILE) for e in repo.exceptions),
+    )
+    return policy, problems
 
 
 def resolve(
@@ -191,8 +231,12 @@ def resolve(
     org: PolicySettings,
     project_path: str,
     repo: RepoFile | tuple[Problem, ...] | None,
+    today: date = date.min,
 ) -> Resolved:
-    """The images and policy of one project: from its repo file when it has one, else the central entry."""
+    """The images and policy of one project: from its repo file when it has one, else the central entry.
+
+    `today` (UTC) bounds a repo file's exception dates (date.min: no bound is checked, e.g. for the doctor).
+    """
     images: list[ImageSettings] = []
     problems: list[Problem] = []
     for i, image in enumerate(project.images):
@@ -202,11 +246,11 @@ def resolve(
             problems.append(Problem(f"projects.images[{i}].repository", str(exc)))
             continue
         images.append(rendered)  # fail_on None: the policy's (the org's, or the repo file's) applies
-    central = Resolved(images=tuple(images), ignore=frozenset(org.ignore), problems=tuple(problems))
+    central = Resolved(images=tuple(images), base=org.rules(), problems=tuple(problems))
     if isinstance(repo, tuple):
         return Resolved(problems=repo, source=REPO_FILE)
     if repo is not None:
-        return _from_repo(project, org, repo, central)
+        return _from_repo(project, org, repo, central, today)
     if problems:
         return Resolved(problems=tuple(problems))
     return replace(central, images=_defaulted(central.images, org.fail_on))
@@ -214,3 +258,15 @@ def resolve(
 
 def _defaulted(images: tuple[ImageSettings, ...], fail_on: tuple[Severity, ...]) -> tuple[ImageSettings, ...]:
     return tuple(i if i.fail_on is not None else i.model_copy(update={"fail_on": fail_on}) for i in images)
+
+
+def policy_from_file(data: bytes, org: PolicySettings, today: date) -> Policy | tuple[Problem, ...]:
+    """The CLI gate's `--policy FILE` (the repo file format; its [policy] table) over the org policy.
+
+    In the pipeline the file is the team's own, so it may relax; the org's exception limit still holds.
+    """
+    parsed = parse_repo_file(data)
+    if isinstance(parsed, tuple):
+        return parsed
+    policy, problems = _repo_policy(parsed.policy, org, relax=True, today=today)
+    return tuple(problems) if problems else policy

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from bot.core.commands import AuditEntry
 from bot.core.gate import Gate, GateState
 from bot.core.markdown import (
     advisory_url,
@@ -18,6 +19,7 @@ from bot.core.markdown import (
     table_row,
 )
 from bot.core.models import Finding, Reason, Severity, Verdict
+from bot.core.note_parts import audit_block, not_gated_block, problems_block, risk_blocks, unused_block
 from bot.core.plan import NotGated
 
 MARKER = "<!-- ecr-scan-gate -->"
@@ -105,11 +107,15 @@ def render_note(
     sha: str,
     max_listed: int = 20,
     not_gated: Sequence[NotGated] = (),
+    audit: Sequence[AuditEntry] = (),
+    mr_url: str = "",
 ) -> str:
-    """The whole MR note: marker, overall result, one section per image, what was not gated, footer."""
+    """The whole MR note: marker, overall result, one section per image, what was not gated, commands, footer."""
     ordered = sorted(images, key=lambda r: (r.image.repository, r.image.tag, r.status_name))
     head = _header(ordered, project_path, sha, bool(not_gated))
-    tail = _not_gated_block(not_gated)
+    verdicts = [v for v in (_shown_verdict(g) for g in ordered) if v is not None]
+    parts = (unused_block(verdicts, max(1, max_listed)), not_gated_block(not_gated), audit_block(audit, mr_url))
+    tail = "\n\n".join(b for b in parts if b)
     budget = min(BODY_BUDGET, NOTE_LIMIT) - len(head) - len(tail) - len(_FOOTER) - 400
     bare = [_section(r, listed=0, row_budget=0) for r in ordered]
     fixed = sum(len(s) + 2 for s in bare)
@@ -135,23 +141,6 @@ def render_note(
     if len(body) > min(BODY_BUDGET, NOTE_LIMIT):  # a last guard: the estimates above were wrong
         body = "\n\n".join([head, "_The report is too large for a note; see the commit statuses._", _FOOTER])
     return body + ("" if body.endswith("\n") else "\n")
-
-
-# More "not gated" lines than this is a monorepo listing its whole catalogue: summarise the rest.
-_NOT_GATED_LISTED = 50
-
-
-def _not_gated_block(not_gated: Sequence[NotGated]) -> str:
-    if not not_gated:
-        return ""
-    lines = [
-        f"- not gated in this pipeline: {md_code(n.repository, 200)} (its push job {md_code(n.push_job, 255)} "
-        "is not in this pipeline)"
-        for n in not_gated[:_NOT_GATED_LISTED]
-    ]
-    if len(not_gated) > _NOT_GATED_LISTED:
-        lines.append(f"- …and {len(not_gated) - _NOT_GATED_LISTED} more images not gated")
-    return "**Not gated** (nothing of theirs was built here, so no commit status):\n\n" + "\n".join(lines)
 
 
 def _has_findings(report: Gate) -> bool:
@@ -272,19 +261,6 @@ def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
 
 
 _NOT_FROM_ECR = frozenset({Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING, Reason.CONFIG_ERROR})
-_PROBLEMS_LISTED = 50
-
-
-def _problems_block(detail: str) -> str:
-    """A config error's problems, one "key: message" per line of the detail, as a list."""
-    lines = [line for line in clean(detail, 20_000, multiline=True).split("\n") if line.strip()]
-    items = []
-    for line in lines[:_PROBLEMS_LISTED]:
-        key, sep, message = line.partition(": ")
-        items.append(f"- {md_code(key, 200)}: {md_inline(message)}" if sep else f"- {md_inline(line)}")
-    if len(lines) > _PROBLEMS_LISTED:
-        items.append(f"- …and {len(lines) - _PROBLEMS_LISTED} more")
-    return "**Problems:**\n\n" + "\n".join(items or ["- (none recorded)"])
 
 
 def _section(report: Gate, *, listed: int, row_budget: int) -> str:
@@ -323,15 +299,17 @@ def _section(report: Gate, *, listed: int, row_budget: int) -> str:
         # Two trailing spaces: a hard line break, so the remediation keeps its lines in one paragraph.
         parts.append("**What to do:** " + "  \n".join(line for line in lines if line))
     if verdict.reason is Reason.CONFIG_ERROR:
-        parts.append(_problems_block(verdict.detail))
+        parts.append(problems_block(verdict.detail))
     # A COMPLETE scan's description is boilerplate ("The scan was completed successfully").
     fence = md_fence(verdict.detail) if verdict.reason not in (*_COMPLETE, Reason.CONFIG_ERROR) else ""
     if fence:
         parts.append(("Details:" if verdict.reason in _NOT_FROM_ECR else "ECR said:") + "\n\n" + fence)
     if verdict.blocking or verdict.blocking_total:
         parts.append(_findings_block(verdict, listed, row_budget))
+    parts += risk_blocks(verdict, max(1, listed))
     if verdict.reason in _COMPLETE:
-        others = sum(_count(verdict.counts, s) for s in Severity) - max(verdict.blocking_total, len(verdict.blocking))
+        shown = max(verdict.blocking_total, len(verdict.blocking)) + len(verdict.waived)
+        others = sum(_count(verdict.counts, s) for s in Severity) - shown
         if others > 0:
             parts.append(f"{_plural(others, 'non-blocking finding')} counted above, not listed.")
     return "\n\n".join(parts)

@@ -41,7 +41,8 @@ def _gate(
         source=pipeline.source if pipeline else "",
         mr_iid=mr_iid(pipeline) if pipeline else 0,
         report_pipeline_id=report_pipeline_id if report_pipeline_id != event.pipeline_id else 0,
-        policy=policy,
+        # block = "new" compares with the MR's target branch; a branch pipeline has none to compare with.
+        policy=replace(policy, target_branch=pipeline.mr_target_branch) if policy and pipeline else policy,
     )
 
 
@@ -110,7 +111,7 @@ def policy_for(settings: Settings, gate: Gate) -> Policy:
     project = settings.project_for(gate.project_id, gate.project_path)
     image = next((i for i in project.images if i.repository == gate.repository), None) if project else None
     fail_on = (image.fail_on if image and image.fail_on is not None else None) or settings.policy.fail_on
-    return Policy(fail_on=tuple(fail_on), ignore=frozenset(settings.policy.ignore))
+    return replace(settings.policy.rules(), fail_on=tuple(fail_on))
 
 
 def rate_bucket(image: Image) -> str:

@@ -82,6 +82,22 @@ def _attr(attributes: object, key: str) -> str:
     return ""
 
 
+def _score(value: object) -> float | None:
+    """A CVSS base score (0-10) from ECR's number or string; anything else is no score (it then blocks)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        score = float(str(value))
+    except ValueError:
+        return None
+    return score if 0.0 <= score <= 10.0 else None
+
+
+def _best(scores: list[float | None]) -> float | None:
+    known = [s for s in scores if s is not None]
+    return max(known) if known else None
+
+
 def _basic_finding(raw: Mapping[str, Any]) -> Finding:
     attributes = raw.get("attributes")
     return Finding(
@@ -92,6 +108,7 @@ def _basic_finding(raw: Mapping[str, Any]) -> Finding:
         fixed_version=_attr(attributes, "fixed_in_version"),
         url=str(raw.get("uri") or ""),
         description=str(raw.get("description") or ""),
+        cvss=_best([_score(_attr(attributes, k)) for k in ("CVSS3_SCORE", "CVSS2_SCORE") if _attr(attributes, k)]),
     )
 
 
@@ -108,6 +125,10 @@ def _enhanced_finding(raw: Mapping[str, Any]) -> Finding:
         url=str(details.get("sourceUrl") or ""),
         description=str(raw.get("description") or ""),
         status=str(raw.get("status") or "ACTIVE"),
+        fix_available=str(raw.get("fixAvailable") or ""),
+        cvss=_score(raw["score"])
+        if raw.get("score") is not None
+        else _best([_score(c.get("baseScore")) for c in details.get("cvss") or () if isinstance(c, Mapping)]),
     )
 
 

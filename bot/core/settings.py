@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from datetime import date
 from typing import Annotated
 
 from pydantic import (
@@ -18,7 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from bot.core.models import Image, Severity
+from bot.core.models import Acceptance, Image, Severity
+from bot.core.policy import Policy
+from bot.core.risk import BlockMode, valid_finding_id
 
 TAG_FIELDS = ("sha", "short_sha", "ref_slug", "pipeline_id")
 # Placeholders of a central image's `repository`, so one [[projects]] glob serves a standard group.
@@ -130,12 +133,65 @@ class WebhookSettings(_Model):
     signature_tolerance_s: int = Field(300, ge=1)
 
 
+def _finding_id(v: str) -> str:
+    if not valid_finding_id(v):
+        raise ValueError("not a finding id such as CVE-2023-44487 (letters, digits, . _ : / + -)")
+    return v
+
+
+def _text(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty: say why the risk is accepted")
+    return v.strip()
+
+
+class ExceptionSettings(_Model):
+    """One [[policy.exceptions]] entry: an accepted risk with a reason and a last day (UTC, inclusive)."""
+
+    id: Annotated[str, AfterValidator(_finding_id)]
+    reason: Annotated[str, Field(max_length=500), AfterValidator(_text)]
+    expires: date
+    package: str = Field("", max_length=255)
+    repository: str = Field("", max_length=255)
+    by: str = Field("", max_length=255)
+
+    def acceptance(self, source: str) -> Acceptance:
+        return Acceptance(self.id, self.reason, self.expires, self.package, self.repository, self.by, source)
+
+
 class PolicySettings(_Model):
     fail_on: Severities = (Severity.CRITICAL, Severity.HIGH)
-    # CVE ids accepted by the security team; they are shown but never block.
-    ignore: tuple[str, ...] = ()
+    # true: a finding with no fixed version does not block (it is still listed).
+    block_only_fixable: StrictBool = False
+    # > 0: a fail_on finding blocks only at or above this CVSS score; a finding with no score still blocks.
+    min_cvss: float = Field(0.0, ge=0, le=10)
+    # "new": only findings absent from the target branch's last completed scan block.
+    block: BlockMode = BlockMode.ALL
+    exceptions: tuple[ExceptionSettings, ...] = ()
+    # A repo file's (or an MR command's) exception may end at most this many days ahead.
+    max_exception_days: int = Field(90, ge=1, le=3650)
     # How many blocking findings the MR note lists per image before "and N more".
     max_listed: int = Field(20, ge=1, le=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrated(cls, data: object) -> object:
+        if isinstance(data, dict) and "ignore" in data:
+            raise ValueError(
+                "[policy] ignore was replaced by [[policy.exceptions]] entries with id, reason and expires "
+                "(README: Accepted risk, Migrating from ignore)"
+            )
+        return data
+
+    def rules(self) -> Policy:
+        """The org policy as the core applies it (its exceptions marked as the central config's)."""
+        return Policy(
+            fail_on=self.fail_on,
+            block_only_fixable=self.block_only_fixable,
+            min_cvss=self.min_cvss,
+            block=self.block,
+            exceptions=tuple(e.acceptance("central config") for e in self.exceptions),
+        )
 
 
 class ScanSettings(_Model):
