@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import secrets
@@ -76,7 +77,8 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f
 def dumps(config: Mapping[str, Any]) -> str:
     """TOML text of a dict of strings, ints, floats, bools, lists of those, tables and arrays of tables.
 
-    Any other value (None, dates, bytes, sets, ...) raises TypeError; a list mixing tables and other values too.
+    Dates (datetime.date) are TOML local dates. Any other value (None, datetimes, bytes, sets, ...) raises
+    TypeError; a list mixing tables and other values too.
     """
     lines: list[str] = []
     _table(lines, config, (), header=None)
@@ -146,6 +148,8 @@ def _value(value: Any) -> str:
         return repr(value)  # always has a "." or an exponent: TOML reads it back as this very float
     if isinstance(value, str):
         return _string(value)
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value.isoformat()  # a TOML local date: `expires = 2027-01-31`
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(item) for item in value) + "]"
     raise TypeError(f"no TOML form for {type(value).__name__}: {value!r}")

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,7 @@ def test_blocked_by_moto_canned_finding_writes_dotenv(ecr: EcrDouble, clock: Fak
     assert "what to do: Fix or upgrade the listed packages" in err
     assert env_file.read_text() == (
         "VULN_CRITICAL=0\nVULN_HIGH=1\nVULN_MEDIUM=0\nVULN_LOW=0\nVULN_TOTAL=1\n"
+        "VULN_ACCEPTED=0\nEXCEPTIONS_EXPIRED=0\nEXCEPTIONS_UNUSED=0\n"
         f"SCAN_REASON=blocked\nIMAGE_DIGEST={digest}\n"
     )
 
@@ -154,6 +156,7 @@ def test_failed_scan_dotenv_has_reason_and_no_counts(ecr: EcrDouble, clock: Fake
     # Empty, never 0: "no scan" must not read as "no findings" in a later job.
     assert text == (
         "VULN_CRITICAL=\nVULN_HIGH=\nVULN_MEDIUM=\nVULN_LOW=\nVULN_TOTAL=\n"
+        "VULN_ACCEPTED=\nEXCEPTIONS_EXPIRED=\nEXCEPTIONS_UNUSED=\n"
         f"SCAN_REASON=scan_failed\nIMAGE_DIGEST={digest}\n"
     )
     # GitLab's parser: every line KEY=VALUE (no blank or comment lines), file under 5 KB.
@@ -420,7 +423,9 @@ def test_python_dash_m_bot_runs_the_gate(ecr: EcrDouble, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "PASSED: app:sub" in proc.stdout
-    assert "VULN_TOTAL=0\nSCAN_REASON=passed\n" in env_file.read_text()
+    assert "VULN_TOTAL=0\nVULN_ACCEPTED=0\nEXCEPTIONS_EXPIRED=0\nEXCEPTIONS_UNUSED=0\nSCAN_REASON=passed\n" in (
+        env_file.read_text()
+    )
     proc = subprocess.run([sys.executable, "-m", "bot"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "usage: ecr-scan-gate" in proc.stderr
 
@@ -441,3 +446,48 @@ def test_json_config_error_is_still_one_object(ecr: EcrDouble, clock: FakeClock,
         "exit_code": 3,
         "problems": ["--tag (or IMAGE_TAG) or --digest is required"],
     }
+
+
+def test_a_policy_file_accepts_a_finding_and_the_outputs_say_so(
+    ecr: EcrDouble, clock: FakeClock, tmp_path, capsys
+) -> None:
+    ecr.push_image(REPO, "v9")
+    ecr.start_scan(REPO, tag="v9")  # moto: COMPLETE with one HIGH finding (CVE-9999-9999)
+    until = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    policy = tmp_path / "ecr-scan-gate.toml"
+    policy.write_text(
+        f'[[policy.exceptions]]\nid = "CVE-9999-9999"\nreason = "canned by moto"\nexpires = {until}\nby = "@sec"\n'
+        f'[[policy.exceptions]]\nid = "CVE-2000-0001"\nreason = "old"\nexpires = {until}\n'
+    )
+    env_file = tmp_path / "scan.env"
+    args = ("--repository", REPO, "--tag", "v9", "--policy", str(policy), "--dotenv", str(env_file))
+    assert check(clock, *args) == 0
+    out = capsys.readouterr().out
+    assert "accepted: CVE-9999-9999" in out and f"until {until} by @sec" in out and "canned by moto" in out
+    assert f"unused exception: CVE-2000-0001 until {until}" in out
+    assert "VULN_TOTAL=0\nVULN_ACCEPTED=1\nEXCEPTIONS_EXPIRED=0\nEXCEPTIONS_UNUSED=1\n" in env_file.read_text()
+    assert check(clock, *args[:-2], "--json") == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [w["acceptance"]["id"] for w in data["waived"]] == ["CVE-9999-9999"]
+    assert [a["id"] for a in data["unused"]] == ["CVE-2000-0001"]
+
+
+def test_a_broken_policy_file_is_a_config_error_naming_the_key(ecr: EcrDouble, clock: FakeClock, tmp_path, capsys):
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[policy.exceptions]]\nid = "CVE-1"\nexpires = 2027-13-01\n')
+    assert check(clock, "--repository", REPO, "--tag", "v1", "--policy", str(policy)) == 3
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err
+    policy.write_text('[[policy.exceptions]]\nid = "CVE-1"\nexpires = 2027-01-01\n')
+    assert check(clock, "--repository", REPO, "--tag", "v1", "--policy", str(policy)) == 3
+    assert "policy.exceptions[0].reason: Field required" in capsys.readouterr().err
+
+
+def test_an_expired_exception_blocks_on_the_wall_clock_day(ecr: EcrDouble, clock: FakeClock, tmp_path, capsys):
+    ecr.push_image(REPO, "v10")
+    ecr.start_scan(REPO, tag="v10")  # one HIGH finding; the check's own clock is a fake monotonic one
+    ended = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'[[policy.exceptions]]\nid = "CVE-9999-9999"\nreason = "was fine"\nexpires = {ended}\n')
+    assert check(clock, "--repository", REPO, "--tag", "v10", "--policy", str(policy)) == 1
+    assert f"exception expired: CVE-9999-9999 (exception expired on {ended}): blocking again" in capsys.readouterr().out

@@ -173,7 +173,7 @@ def test_tuples_are_arrays():
     "value",
     [
         None,
-        datetime.date(2024, 1, 1),
+        datetime.datetime(2024, 1, 1, 12, 0),
         b"bytes",
         {1, 2},
         object(),
@@ -189,6 +189,10 @@ def test_unsupported_values_raise_type_error(value: object):
         dumps({"key": value})
     with pytest.raises(TypeError):
         dumps({"t": {"a": [{"key": value}]}})
+
+
+def test_dates_are_toml_local_dates():
+    assert round_trip({"expires": datetime.date(2027, 1, 31)}) == {"expires": datetime.date(2027, 1, 31)}
 
 
 def test_non_string_keys_raise_type_error():

@@ -12,7 +12,7 @@ from bot.adapters.records import PipelinePlan
 from bot.adapters.store import Store
 from bot.core.settings import Settings
 from bot.web.app import create_app
-from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
+from tests.fakes.payloads import job_payload, note_payload, pipeline_payload, webhook_headers
 from tests.harness import WEBHOOK_SECRET
 
 
@@ -101,7 +101,7 @@ def test_too_deep_is_400(web, queue):
     assert response.status_code == 400 and "deeper" in response.get_json()["error"]
 
 
-@pytest.mark.parametrize("event", ["Merge Request Hook", "Note Hook", "Push Hook", "Something New"])
+@pytest.mark.parametrize("event", ["Merge Request Hook", "Push Hook", "Confidential Note Hook", "Something New"])
 def test_other_events_are_2xx_ignored(web, queue, event):
     response = post(web, {"object_kind": "whatever"}, event=event)
     assert response.status_code == 200 and response.get_json()["status"] == "ignored"
@@ -173,3 +173,31 @@ def test_healthz_ok(web):
 def test_app_refuses_to_start_without_secret(settings):
     with pytest.raises(RuntimeError):
         create_app(settings.model_copy(update={"webhook_secrets": ()}))
+
+
+def note(body: str = "ecr-scan-gate recheck", **kw) -> dict:
+    return note_payload(project_id=5004, project_path="e2e/web", body=body, **kw)
+
+
+def test_an_mr_command_is_queued_and_everything_else_said_on_an_mr_is_not(web, queue):
+    assert post(web, note(), event="Note Hook").status_code == 202
+    assert [t for t, _ in queue.sent] == ["gate.command"]
+    assert queue.sent[0][1]["first_line"] == "ecr-scan-gate recheck"
+    for payload, why in [
+        (note("LGTM, ecr-scan-gate recheck later"), "not an ecr-scan-gate command"),
+        (note(system=True), "system note"),
+        (note(action="update"), "an edited note is not run again"),
+        (note_payload(project_id=5004, project_path="elsewhere/x"), "project not configured"),
+    ]:
+        answer = post(web, payload, event="Note Hook").get_json()
+        assert answer == {"status": "ignored", "reason": why}
+    assert len(queue.sent) == 1
+
+
+def test_a_note_hook_must_be_a_note(web, queue):
+    response = post(web, {"object_kind": "pipeline"}, event="Note Hook")
+    assert response.status_code == 400 and "object_kind" in response.get_json()["error"]
+    broken = note()
+    del broken["object_attributes"]["author_id"]
+    assert post(web, broken, event="Note Hook").status_code == 400
+    assert queue.sent == []

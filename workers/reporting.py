@@ -10,7 +10,7 @@ from redis.lock import Lock
 from bot.core.errors import TransientError
 from bot.core.gate import Gate, GateState
 from bot.core.plan import NotGated
-from bot.core.report import gate_status, render_note, target_url
+from bot.core.report import gate_status, project_url, render_note, target_url
 from workers.runtime import Runtime
 
 
@@ -117,14 +117,18 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
                 gates = [g for g in gates if g.status_pipeline_id == head_pipeline]
             gates = _newest_per_repository(gates)
             not_gated = _not_gated(rt, project_id, head_sha, head_pipeline, gates)
-            if not gates and not not_gated:
+            audit = rt.store.audit(project_id, iid)
+            if not gates and not not_gated and not audit:
                 continue
+            path = gates[0].project_path if gates else rt.gitlab.project_path(project_id)
             body = render_note(
                 gates,
-                project_path=gates[0].project_path if gates else rt.gitlab.project_path(project_id),
+                project_path=path,
                 sha=head_sha,
                 max_listed=rt.settings.policy.max_listed,
                 not_gated=not_gated,
+                audit=audit,
+                mr_url=f"{project_url(rt.settings.gitlab.url, path)}/-/merge_requests/{iid}",
             )
             rt.gitlab.upsert_note(project_id, iid, body)
             _settle(rt, gates)

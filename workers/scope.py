@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from bot.adapters.records import NO_FILE
 from bot.core.errors import PermanentError
 from bot.core.repo_config import FILE_KEY, REPO_FILE, Problem, RepoFile, Resolved, parse_repo_file, resolve
+from bot.core.risk import utc_day
 from bot.core.settings import ProjectSettings
 from workers.runtime import Runtime
 
@@ -72,4 +74,5 @@ def resolved_config(rt: Runtime, project: ProjectSettings, project_id: int, path
             repo = (Problem(FILE_KEY, f"cannot be read ({exc})"),)
         else:
             repo = parse_repo_file(data) if data is not None else None
-    return resolve(project, rt.settings.policy, path or rt.gitlab.project_path(project_id), repo)
+    today = utc_day(time.time())  # bounds the repo file's exception dates ([policy] max_exception_days)
+    return resolve(project, rt.settings.policy, path or rt.gitlab.project_path(project_id), repo, today)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import replace
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 
 from bot.adapters.records import PipelinePlan
 from bot.core import poll as rule
 from bot.core.errors import PermanentError, TransientError
 from bot.core.events import JobEvent, PipelineEvent, event_from_dict
 from bot.core.gate import Gate, GateState, gate_key
-from bot.core.models import Reason, ScanResult, Verdict
+from bot.core.models import Phase, Reason, ScanResult, Verdict
 from bot.core.plan import NoPush, Plan, plan_pipeline, without_push
-from bot.core.policy import failed_verdict
+from bot.core.policy import Baseline, Policy, failed_verdict
 from bot.core.repo_config import Resolved
+from bot.core.risk import BlockMode, finding_key
 from bot.core.routing import (
     config_gate,
     gates_for_job,
@@ -250,17 +252,41 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
         except TransientError as exc:
             log.warning("gate %s: transient ECR error (%s)", gate_key, exc)
             answer = exc
-    step = rule.next_step(gate.image, gate.progress, answer, now, settings.scan, policy_for(settings, gate), _rng)
+    policy = policy_for(settings, gate)
+    if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE:
+        policy = _in_context(gate, policy)
+    step = rule.next_step(gate.image, gate.progress, answer, now, settings.scan, policy, _rng)
     if isinstance(step, rule.Finish):
         if rt.store.finish(gate_key, step.verdict, step.image, step.progress):
             log.info("gate %s: %s (%s)", gate_key, step.verdict.reason.value, step.verdict.summary)
             sync.delay(gate_key)
+            if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE:
+                _record_baseline(gate, answer)
         return
     if not isinstance(answer, rule.RateLimited):
         rt.store.save_progress(gate_key, gen, step.image, step.progress, now)
         if isinstance(answer, ScanResult) and gate.posted_state != "running":
             sync.delay(gate_key)
     raise self.retry(args=(gate_key, gen), countdown=capped(step.after_s))
+
+
+def _in_context(gate: Gate, policy: Policy) -> Policy:
+    """The gate's policy with what only Redis knows: exceptions accepted by MR command, the baseline."""
+    store = runtime().store
+    policy = replace(policy, exceptions=policy.exceptions + store.project_exceptions(gate.project_id))
+    if policy.block is BlockMode.NEW and policy.target_branch:
+        found = store.baseline(gate.project_id, policy.target_branch, gate.repository)
+        if found is not None:
+            policy = replace(policy, baseline=Baseline(policy.target_branch, found[1], found[0]))
+    return policy
+
+
+def _record_baseline(gate: Gate, answer: ScanResult) -> None:
+    """A branch pipeline's completed scan is what block = "new" compares the branch's MRs with."""
+    if gate.mr_iid or gate.ref.startswith("refs/") or gate.source in ("merge_request_event", "parent_pipeline"):
+        return
+    keys = [finding_key(f) for f in answer.findings]
+    runtime().store.save_baseline(gate.project_id, gate.ref, gate.repository, gate.pipeline_id, keys)
 
 
 def _gitlab_retry(task: Task, exc: TransientError, floor: float = 0.0) -> Exception:
@@ -324,8 +350,5 @@ def sweep() -> dict[str, int]:
     return sweep_once(runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _end, _replay))
 
 
-_EVENT_TASKS = {"gate.pipeline_event": pipeline_event, "gate.job_event": job_event}
-
-
 def _replay(task: str, payload: dict, inbox: str) -> None:
-    _EVENT_TASKS[task].apply_async(args=(payload,), kwargs={"inbox": inbox})
+    current_app.send_task(task, args=(payload,), kwargs={"inbox": inbox})

@@ -206,6 +206,32 @@ class GitLabApi:
             raise PermanentError("GitLab sent a file whose content is not base64") from None
         return RepoFileInfo(str(data.get("blob_id") or ""), raw)
 
+    def access_level(self, project_id: int, user_id: int) -> int:
+        """The user's effective role in the project (inherited from groups too); 0 when not a member."""
+        try:
+            data = self._get("GET member", f"/projects/{project_id}/members/all/{user_id}")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        level = data.get("access_level")
+        return level if isinstance(level, int) and not isinstance(level, bool) else 0
+
+    def merge_request_head(self, project_id: int, iid: int) -> tuple[int, str]:
+        """The MR's author id and head commit sha."""
+        data = self._get("GET merge request", f"/projects/{project_id}/merge_requests/{iid}")
+        author = data.get("author") or {}
+        return int(author.get("id") or 0), str(data.get("sha") or "")
+
+    def award(self, project_id: int, iid: int, note_id: int, name: str) -> None:
+        """Put an emoji on a note (the command's answer). Already there (GitLab says 404 then) counts as done."""
+        path = f"/projects/{project_id}/merge_requests/{iid}/notes/{note_id}/award_emoji"
+        try:
+            self._call("POST award emoji", lambda: self._gl.http_post(path, post_data={"name": name}))
+        except PermanentError as exc:
+            if exc.status not in (404, 409):
+                raise
+
     def group_projects(self, group: str, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` projects of a group and its subgroups (for the doctor's glob entries)."""
         path = f"/groups/{quote(group, safe='')}/projects"

@@ -1,4 +1,4 @@
-"""Pipeline-level records in Redis: the inbox of accepted deliveries, pipeline plans, repo-file cache, parents."""
+"""Records beside the gates in Redis: delivery inbox, pipeline plans, repo-file cache, exceptions, baselines, audit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from pydantic import TypeAdapter
+
+from bot.core.commands import AuditEntry
+from bot.core.models import Acceptance
 
 INBOX = "inbox"  # sorted set of accepted, unprocessed deliveries, scored by when they were last queued
 # A repo file's text never changes for a blob id, nor a commit's blob id for a path: cache both long.
@@ -147,3 +151,52 @@ class PipelineRecords:
 
     def cache_blob(self, blob_id: str, text: str) -> None:
         self.r.set(self._k(f"blob:{blob_id}"), text, ex=BLOB_TTL_S)
+
+
+_ACCEPTANCE: TypeAdapter[Acceptance] = TypeAdapter(Acceptance)
+
+
+class ProjectRecords:
+    """Mixin of Store: exceptions accepted by MR command, target-branch baselines, MR command audit lines."""
+
+    r: redis.Redis
+    ttl: int
+    _newest: Any  # Store's "newest pipeline wins" script
+
+    def _k(self, key: str) -> str:  # pragma: no cover - Store defines it
+        raise NotImplementedError
+
+    def add_exception(self, project_id: int, acceptance: Acceptance) -> None:
+        field = f"{acceptance.id.lower()}|{acceptance.package}|{acceptance.repository}"
+        key = self._k(f"exceptions:{project_id}")
+        self.r.hset(key, field, json.dumps(_ACCEPTANCE.dump_python(acceptance, mode="json")))
+        # Kept past the longest exception (expired ones still explain "exception expired on DATE").
+        self.r.expire(key, max(self.ttl, 4 * 365 * 24 * 3600))
+
+    def project_exceptions(self, project_id: int) -> tuple[Acceptance, ...]:
+        raw = cast(dict[str, str], self.r.hgetall(self._k(f"exceptions:{project_id}")))
+        return tuple(_ACCEPTANCE.validate_python(json.loads(v)) for _, v in sorted(raw.items()))
+
+    def save_baseline(self, project_id: int, branch: str, repository: str, pipeline_id: int, keys: list[str]) -> None:
+        """The newest completed scan of a repository on a branch (an older pipeline's late result is ignored)."""
+        key = self._k(f"baseline:{project_id}:{branch}:{repository}")
+        self._newest(keys=[key], args=[pipeline_id, json.dumps(sorted(set(keys))), self.ttl, "keys"])
+
+    def baseline(self, project_id: int, branch: str, repository: str) -> tuple[int, frozenset[str]] | None:
+        raw = cast(
+            list[str | None],
+            self.r.hmget(self._k(f"baseline:{project_id}:{branch}:{repository}"), "pipeline_id", "keys"),
+        )
+        if not raw[0] or raw[1] is None:
+            return None
+        return int(raw[0]), frozenset(json.loads(raw[1]))
+
+    def add_audit(self, project_id: int, iid: int, entry: AuditEntry) -> None:
+        key = self._k(f"audit:{project_id}:{iid}")
+        self.r.rpush(key, json.dumps(entry.__dict__))
+        self.r.ltrim(key, -50, -1)  # the note shows the last 50 commands
+        self.r.expire(key, self.ttl)
+
+    def audit(self, project_id: int, iid: int) -> list[AuditEntry]:
+        items = cast(list[str], self.r.lrange(self._k(f"audit:{project_id}:{iid}"), 0, -1))
+        return [AuditEntry(**json.loads(i)) for i in items]

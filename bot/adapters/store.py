@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, fields, replace
 from typing import cast
 
@@ -12,7 +12,7 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
-from bot.adapters.records import PipelineRecords
+from bot.adapters.records import PipelineRecords, ProjectRecords
 from bot.core.gate import Gate, commit_key
 from bot.core.models import Image, Verdict, dump_verdict
 from bot.core.poll import Progress
@@ -61,14 +61,32 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'done' and redis.call('EXISTS', KEYS[
 end
 return 0
 """
-# Remember the newest pipeline of a merge request; older pipelines' late results leave the note alone.
-_MR_LATEST = """
+# done -> polling again (an MR `recheck`, or an `accept` re-deciding a blocked gate): a new generation, a
+# fresh deadline, the old verdict cleared; only from the reasons the caller allows. Returns the generation.
+_RESTART = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'done' then return 0 end
+local verdict = redis.call('HGET', KEYS[1], 'verdict')
+local ok = false
+for i = 4, #ARGV do
+  if string.find(verdict, '"reason": "' .. ARGV[i] .. '"', 1, true) then ok = true end
+end
+if not ok then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
+redis.call('HSET', KEYS[1], 'state', 'polling', 'verdict', '', 'noted', '0', 'polling_since', ARGV[1],
+           'deadline', ARGV[2], 'last_progress', ARGV[1], 'attempts', '0', 'failures', '0', 'ecr_status', '',
+           'last_error', '', 'withheld', '', 'withheld_detail', '')
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+return gen
+"""
+# The newest pipeline's value wins: an older pipeline's late result leaves it alone (the MR's head pipeline
+# and sha for its note; a branch's last completed scan for block = "new"). ARGV: pipeline, value, ttl, field.
+_NEWEST = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'pipeline_id') or '0')
 if tonumber(ARGV[1]) >= cur then
-  redis.call('HSET', KEYS[1], 'pipeline_id', ARGV[1], 'sha', ARGV[2])
+  redis.call('HSET', KEYS[1], 'pipeline_id', ARGV[1], ARGV[4], ARGV[2])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return redis.call('HMGET', KEYS[1], 'pipeline_id', 'sha')
+return redis.call('HMGET', KEYS[1], 'pipeline_id', ARGV[4])
 """
 # Token bucket on Redis' clock so every worker shares one rate. Returns ms to wait (0 = granted).
 _TAKE = """
@@ -125,7 +143,7 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     return _GATE.validate_python({**own, **nested})
 
 
-class Store(PipelineRecords):
+class Store(PipelineRecords, ProjectRecords):
     """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:
@@ -138,7 +156,8 @@ class Store(PipelineRecords):
         self._progress = client.register_script(_PROGRESS)
         self._finish = client.register_script(_FINISH)
         self._take = client.register_script(_TAKE)
-        self._mr_latest = client.register_script(_MR_LATEST)
+        self._newest = client.register_script(_NEWEST)
+        self._restart = client.register_script(_RESTART)
 
     @classmethod
     def from_url(cls, url: str, gate_ttl_s: int, socket_timeout_s: float = 5.0, prefix: str = DEFAULT_PREFIX) -> Store:
@@ -182,6 +201,10 @@ class Store(PipelineRecords):
             values |= _progress_fields(image, progress)
         return bool(self._finish(keys=[self._k(key)], args=[key, *_pairs(values)]))
 
+    def restart(self, key: str, now: float, deadline: float, reasons: Iterable[str]) -> int:
+        """Poll a finished gate again if its verdict's reason is one of `reasons`: the new generation, else 0."""
+        return int(self._restart(keys=[self._k(key), self._k(OPEN)], args=[now, deadline, key, *reasons]))
+
     def set_posted(self, key: str, state: str) -> None:
         self.r.hset(self._k(key), "posted_state", state)
 
@@ -222,7 +245,7 @@ class Store(PipelineRecords):
 
     def see_mr_pipeline(self, project_id: int, iid: int, pipeline_id: int, sha: str) -> tuple[int, str]:
         """Record a pipeline of an MR; returns the newest (pipeline_id, sha) seen for it."""
-        pid, head = self._mr_latest(keys=[self._k(f"mr:{project_id}:{iid}")], args=[pipeline_id, sha, self.ttl])
+        pid, head = self._newest(keys=[self._k(f"mr:{project_id}:{iid}")], args=[pipeline_id, sha, self.ttl, "sha"])
         return int(pid), str(head)
 
     def mr_latest(self, project_id: int, iid: int) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from bot.core import poll as rule
 from bot.core.errors import ConfigError, TransientError
 from bot.core.markdown import clean
 from bot.core.models import CONFIG_ERROR_EXIT, Reason, ScanResult
+from bot.core.risk import utc_day
 from bot.core.settings import MIN_SAFE_INTERVAL_S, too_fast
 
 
@@ -41,7 +42,8 @@ def run_check(
         except TransientError as exc:
             answer = exc
         now = clock()
-        step = rule.next_step(image, state, answer, now, opts.scan, opts.policy, rng)
+        # The clock is monotonic (tests fake it): exception dates are judged on the wall clock's UTC day.
+        step = rule.next_step(image, state, answer, now, opts.scan, opts.policy, rng, utc_day(time.time()))
         line = _progress_line(step, answer, now - start)
         if line:
             progress(line)

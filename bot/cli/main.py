@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--registry-id", help="12-digit account owning the registry (default: from ECR_REGISTRY)")
     check.add_argument("--region", help="AWS region (default: from ECR_REGISTRY, config, AWS_REGION)")
     check.add_argument("--fail-on", help="blocking severities, commas or spaces (env FAIL_ON_SEVERITY)")
+    check.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="a [policy] table in the repo file format, e.g. .gitlab/ecr-scan-gate.toml (exceptions, fixable, CVSS)",
+    )
     check.add_argument("--interval", type=float, help="seconds between polls (default 15)")
     check.add_argument("--timeout", type=float, help="seconds to wait for a final scan (default 600)")
     check.add_argument("--not-found-grace", type=float, help="seconds to re-ask after ScanNotFound/ImageNotFound")

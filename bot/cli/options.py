@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -15,6 +17,8 @@ from bot.core.errors import ConfigError
 from bot.core.markdown import clean
 from bot.core.models import DIGEST_RE, Image, Severity
 from bot.core.policy import Policy
+from bot.core.repo_config import policy_from_file
+from bot.core.risk import utc_day
 from bot.core.settings import EcrSettings, ImageSettings, PolicySettings, ScanSettings, Settings
 
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,299}")
@@ -51,6 +55,22 @@ def _config_image(settings: Settings | None, repository: str, registry_id: str |
             if image.repository == repository and (registry_id is None or image.registry_id in (None, registry_id)):
                 return image
     return None
+
+
+def _policy_file(path: str | None, org: PolicySettings, problems: list[str]) -> Policy:
+    """The org policy, with `--policy FILE`'s [policy] table over it; its problems are added by key."""
+    if not path:
+        return org.rules()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        problems.append(f"--policy: cannot read {path}: {exc.strerror}")
+        return org.rules()
+    policy = policy_from_file(data, org, utc_day(time.time()))
+    if isinstance(policy, tuple):
+        problems.extend(f"--policy {path}: {p}" for p in policy)
+        return org.rules()
+    return policy
 
 
 def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOptions:
@@ -103,16 +123,13 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOpti
         if value is not None and not (math.isfinite(value) and value > floor):
             problems.append(f"--{flag} must be a number {'>= 0' if floor < 0 else '> 0'}")
     overrides = {key: value for key, value, _ in flags.values() if value is not None}
+    base = _policy_file(args.policy, settings.policy if settings else PolicySettings(), problems)
     fail_on_raw = args.fail_on or env.get("FAIL_ON_SEVERITY")
     try:
         fail_on = (
             _fail_on(fail_on_raw)
             if fail_on_raw
-            else (
-                (conf.fail_on if conf and conf.fail_on else None)
-                or (settings.policy.fail_on if settings else None)
-                or _fail_on("CRITICAL,HIGH")
-            )
+            else ((conf.fail_on if conf and conf.fail_on else None) or base.fail_on or _fail_on("CRITICAL,HIGH"))
         )
     except ConfigError as exc:
         problems += exc.problems
@@ -120,7 +137,6 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOpti
     if problems:
         raise ConfigError(problems)
     scan = scan.model_copy(update=overrides)
-    ignore = frozenset(settings.policy.ignore) if settings else frozenset()
     image = Image(
         repository=repository,
         tag=tag,
@@ -130,5 +146,10 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOpti
         role_arn=(conf.role_arn if conf else None) or "",
     )
     return CheckOptions(
-        image, Policy(tuple(fail_on), ignore), scan, settings.ecr if settings else EcrSettings(), args.dotenv, args.json
+        image,
+        replace(base, fail_on=tuple(fail_on)),
+        scan,
+        settings.ecr if settings else EcrSettings(),
+        args.dotenv,
+        args.json,
     )

@@ -55,6 +55,28 @@ def summary_lines(opts: CheckOptions, outcome: Outcome) -> list[str]:
         )
     if verdict.blocking_total > min(len(verdict.blocking), MAX_LISTED):
         lines.append(f"    …and {verdict.blocking_total - min(len(verdict.blocking), MAX_LISTED)} more")
+    return lines + risk_lines(verdict)
+
+
+def risk_lines(verdict: Verdict) -> list[str]:
+    """Accepted, expired and unused exceptions, and what else did not block: the note's sections, as text."""
+    lines: list[str] = []
+    for w in verdict.expired:
+        lines.append(f"  exception expired: {clean(w.finding.id, 80)} ({w.why}): blocking again")
+    for w in verdict.waived:
+        a = w.acceptance
+        if a is None:
+            lines.append(f"  not blocking: {clean(w.finding.id, 80)} {clean(w.finding.package, 80)}: {w.why}")
+            continue
+        by = f" by {clean(a.by, 80)}" if a.by else ""
+        lines.append(
+            f"  accepted: {clean(w.finding.id, 80)} {clean(w.finding.package, 80)} until {a.expires.isoformat()}"
+            f"{by} ({clean(a.source, 80)}): {clean(a.reason, 300)}"
+        )
+    for a in verdict.unused:
+        lines.append(f"  unused exception: {clean(a.id, 80)} until {a.expires.isoformat()} ({clean(a.source, 80)})")
+    if verdict.baseline:
+        lines.append(f"  new-only: {clean(verdict.baseline, 200)}")
     return lines
 
 

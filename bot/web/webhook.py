@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -15,6 +15,7 @@ from kombu.exceptions import KombuError
 
 from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
+from bot.core.commands import note_to_dict, parse_note, why_not_a_command
 from bot.core.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
 from bot.core.routing import why_ignored
 from bot.core.settings import Settings
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
 TASK_FOR = {EventKind.PIPELINE: "gate.pipeline_event", EventKind.JOB: "gate.job_event"}
+NOTE_HOOK, COMMAND_TASK = "Note Hook", "gate.command"
 MAX_IDEMPOTENCY_KEY = 200
 CLAIM_TTL_S = 60
 
@@ -53,11 +55,11 @@ def _delivery_key(body: bytes) -> str:
     return "body:" + hashlib.sha256(body).hexdigest()
 
 
-def _utf8_clean(event: Event) -> bool:
+def _utf8_clean(data: dict[str, Any]) -> bool:
     # JSON escapes can spell lone surrogates ("\ud800") and json.loads keeps them; Redis, GitLab's API
     # and the MR note need UTF-8, so such an event would only fail later, in a worker.
     try:
-        json.dumps(event_to_dict(event), ensure_ascii=False).encode("utf-8")
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
@@ -92,11 +94,13 @@ def webhook() -> tuple[Response, int]:
     except (ValueError, UnicodeDecodeError):
         return _answer(400, error="body is not valid JSON")
     kind = request.headers.get("X-Gitlab-Event")
+    if kind == NOTE_HOOK:
+        return _note_hook(deps, body, payload)
     try:
         event = parse_event(kind, payload)
     except InvalidEvent as exc:
         return _answer(400, error=f"invalid {kind}: {exc}")
-    if event is not None and not _utf8_clean(event):
+    if event is not None and not _utf8_clean(event_to_dict(event)):
         return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
@@ -107,8 +111,35 @@ def webhook() -> tuple[Response, int]:
         return _answer(503, error="queue unavailable, resend later")
     if why:
         return _answer(200, status="ignored", reason=why)
+    return _queue(deps, body, TASK_FOR[event.kind], event_to_dict(event), str(kind), event.project_id)
+
+
+def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Response, int]:
+    """An MR comment: queued only when its first line is an ecr-scan-gate command of a configured project."""
+    if not isinstance(payload, dict) or payload.get("object_kind") != "note":
+        return _answer(400, error=f"invalid {NOTE_HOOK}: object_kind does not match X-Gitlab-Event (expected 'note')")
+    try:
+        note = parse_note(payload)
+    except InvalidEvent as exc:
+        return _answer(400, error=f"invalid {NOTE_HOOK}: {exc}")
+    if note is not None and not _utf8_clean(note_to_dict(note)):
+        return _answer(400, error=f"invalid {NOTE_HOOK}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
+    if note is None:
+        return _answer(200, status="ignored", reason="not a merge request comment")
+    if deps.settings.project_for(note.project_id, note.project_path) is None:
+        return _answer(200, status="ignored", reason="project not configured")
+    why = why_not_a_command(note)
+    if why:
+        return _answer(200, status="ignored", reason=why)
+    return _queue(deps, body, COMMAND_TASK, note_to_dict(note), NOTE_HOOK, note.project_id)
+
+
+def _queue(
+    deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], kind: str, project_id: int
+) -> tuple[Response, int]:
+    """Dedupe, record in the inbox, enqueue: 202, or 503 when Redis or the broker cannot take it."""
     key = _delivery_key(body)
-    task, data, inbox = TASK_FOR[event.kind], event_to_dict(event), key.replace(":", "-")
+    inbox = key.replace(":", "-")
     try:
         # A short first claim: if queueing fails and Redis cannot be told, the claim lapses by itself
         # and a resend is not mistaken for a duplicate of work that was never queued.
@@ -133,7 +164,7 @@ def webhook() -> tuple[Response, int]:
         deps.store.confirm_delivery(key, deps.settings.redis.dedupe_ttl_s)
     except redis.RedisError:
         pass  # queued already; at worst a resend is processed again, which the gates make harmless
-    log.info("webhook: queued %s for project %s (task %s)", kind, event.project_id, task_id)
+    log.info("webhook: queued %s for project %s (task %s)", kind, project_id, task_id)
     return _answer(202, status="queued", task_id=task_id)
 
 

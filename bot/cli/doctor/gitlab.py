@@ -95,6 +95,12 @@ class _GitLabDoctor:
             yield Line(
                 Level.WARN, subject, f"webhook {url} on {where} sends pipeline events but not job events: {late}", fix
             )
+        if not hook.get("note_events"):
+            yield Line(
+                Level.INFO,
+                subject,
+                f"webhook {url} on {where} does not send comments: the MR commands (recheck, accept) are off",
+            )
         if url.startswith("http://") or not hook.get("enable_ssl_verification", True):
             yield Line(
                 Level.WARN,
