@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ PROJECT_ID, PROJECT = 42, "acme/shop"
 MR_IID, PIPELINE_ID, SHA = 7, 1001, "4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39"
 IMAGES = {  # repository -> (push job, what ECR will say)
     "web": ("push-web", "clean: scanned, only LOW findings"),
-    "api": ("push-api", "vulnerable: CRITICAL and HIGH findings"),
+    "api": ("push-api", "vulnerable: CRITICAL and HIGH findings, one of them an accepted risk"),
     "worker": ("push-worker", "unscanned: scan on push is off"),
 }
 
@@ -209,7 +210,19 @@ def main() -> int:
             defaults=False,
             gitlab={"url": gitlab.url, "timeout_s": 5},
             redis={"url": "redis://127.0.0.1:6379/0", "key_prefix": f"esg-demo-{run}"},
-            policy={"fail_on": ["CRITICAL", "HIGH"]},
+            policy={
+                "fail_on": ["CRITICAL", "HIGH"],
+                # An accepted risk: shown in the note's "Accepted risks", never blocking until it ends.
+                "exceptions": [
+                    {
+                        "id": "CVE-2023-4911",
+                        "package": "libc6",
+                        "reason": "setuid binaries are removed from this image",
+                        "expires": datetime.now(UTC).date() + timedelta(days=5),
+                        "by": "@security-team",
+                    }
+                ],
+            },
             scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4},
             sweep={"interval_s": 5, "stuck_after_s": 30},
             projects=[
