@@ -32,3 +32,42 @@ def loads_bounded(raw: bytes, limit: int) -> Any:
     if max_depth(raw) > limit:
         raise TooDeep(f"nested deeper than {limit}")
     return json.loads(raw.decode("utf-8"))
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
+class UnreadableBody(ValueError):
+    """The body's framing is broken (bad chunk size, missing terminator, the client went away)."""
+
+
+_READ = 64 * 1024
+
+
+def read_body(environ: dict[str, Any], content_length: int | None, limit: int) -> bytes:
+    """The whole body, however it is framed, refusing more than `limit` bytes.
+
+    Reads `wsgi.input` itself: the server has already de-chunked it, and Werkzeug's own limit silently
+    truncates a chunked body at the cap instead of refusing it.
+    """
+    if content_length is not None and content_length > limit:
+        raise BodyTooLarge(f"{content_length} bytes")
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    want = limit + 1 if content_length is None else content_length
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total < want:
+            chunk = stream.read(min(_READ, want - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except Exception as exc:  # noqa: BLE001 - any framing error of any server is the client's fault: a 400
+        raise UnreadableBody(type(exc).__name__) from None
+    if total > limit:
+        raise BodyTooLarge(f"more than {limit} bytes")
+    return b"".join(chunks)

@@ -20,7 +20,7 @@ from bot.core.events import Event, EventKind, InvalidEvent, JobEvent, event_to_d
 from bot.core.routing import why_ignored
 from bot.core.settings import Settings
 from bot.web.auth import AuthResult, authenticate
-from bot.web.limits import TooDeep, loads_bounded
+from bot.web.limits import BodyTooLarge, TooDeep, UnreadableBody, loads_bounded, read_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -47,12 +47,19 @@ def _answer(http_status: int, **body: object) -> tuple[Response, int]:
     return jsonify(body), http_status
 
 
-def _delivery_key(body: bytes) -> str:
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if key and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable():
-        return "idem:" + hashlib.sha256(key.encode()).hexdigest()
+def _delivery_key(body: bytes, signed: bool) -> str:
+    """What makes two deliveries the same: the signed webhook-id when the signature was verified (an
+    unsigned Idempotency-Key could be swapped to replay a signed body), else the Idempotency-Key, else the
+    body. The body's hash is always part of it, so a reused key with a different body is a new delivery."""
+    digest = hashlib.sha256(body).hexdigest()
+    for source, header in (("sig", "webhook-id"), ("idem", "Idempotency-Key")):
+        if source == "sig" and not signed:
+            continue
+        key = request.headers.get(header, "").strip()
+        if key and len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable():
+            return f"{source}:{hashlib.sha256(key.encode()).hexdigest()}:{digest[:32]}"
     # No key (GitLab < 17.4): the same body twice is the same delivery resent.
-    return "body:" + hashlib.sha256(body).hexdigest()
+    return "body:" + digest
 
 
 def _utf8_clean(data: dict[str, Any]) -> bool:
@@ -76,9 +83,14 @@ def _push_jobs(deps: WebhookDeps, event: Event) -> frozenset[str] | None:
 @bp.post("/webhook")
 def webhook() -> tuple[Response, int]:
     deps = _deps()
-    body = request.get_data(cache=False)
-    if len(body) > deps.settings.webhook.max_body_bytes:
+    try:
+        body = read_body(request.environ, request.content_length, deps.settings.webhook.max_body_bytes)
+    except BodyTooLarge:
         return _answer(413, error="payload too large")
+    except UnreadableBody as exc:
+        # No traceback: a broken body is the client's mistake (or an attack), not the bot's.
+        log.warning("webhook: unreadable body (%s)", exc)
+        return _answer(400, error="the request body could not be read (broken chunked framing?)")
     # Werkzeug's headers are a case-insensitive mapping of str to str.
     auth = authenticate(cast(Mapping[str, str], request.headers), body, deps.settings)
     if auth is not AuthResult.OK:
@@ -138,7 +150,9 @@ def _queue(
     deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], kind: str, project_id: int
 ) -> tuple[Response, int]:
     """Dedupe, record in the inbox, enqueue: 202, or 503 when Redis or the broker cannot take it."""
-    key = _delivery_key(body)
+    # Authentication passed already: a signature that is present was verified (with the key configured).
+    signed = bool(deps.settings.signing_key.get_secret_value()) and "webhook-signature" in request.headers
+    key = _delivery_key(body, signed)
     inbox = key.replace(":", "-")
     try:
         # A short first claim: if queueing fails and Redis cannot be told, the claim lapses by itself
