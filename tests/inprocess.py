@@ -31,7 +31,7 @@ from tests.fakes.ecr import SCAN_OP, EcrDouble
 from tests.fakes.gitlab import FakeGitLab
 from tests.harness import Scenario
 from workers import tasks
-from workers.runtime import Runtime, build, use
+from workers.runtime import Runtime, build, use  # noqa: F401 - use is re-exported for tests
 from workers.sweeper import Actions
 
 SEED = 1234  # the tasks' jitter, seeded so a test can compute the countdown the rule chose
@@ -187,3 +187,12 @@ def scans(ecr: EcrDouble, s: Scenario, repository: str = "app") -> list[Any]:
     tag = s.tag(repository)
     names = {tag, ecr.digest_of(repository, tag)} - {None}
     return [c for c in ecr.calls(SCAN_OP, repository) if c.image in names]
+
+
+def failed_verdict_for(rt: Runtime, key: str) -> Any:
+    """A scan_failed verdict for the gate at `key` (a finished gate whose note can be rendered)."""
+    from bot.core.models import Reason as _Reason
+    from bot.core.policy import failed_verdict
+
+    gate = stored(rt, key)
+    return failed_verdict(_Reason.SCAN_FAILED, gate.image, detail="test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from bot.adapters.records import NO_FILE
 from bot.core.errors import PermanentError
@@ -15,24 +16,51 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def confirmed_project(rt: Runtime, project_id: int, path: str) -> ProjectSettings | None:
-    """The project's config, once GitLab confirms that id really is that path. TransientError propagates.
+@dataclass(frozen=True)
+class Confirmed:
+    """A configured project whose id and path GitLab confirmed: `path` is GitLab's, never the payload's."""
 
-    A payload matched by a path glob carries an id too; without this check a forged event (it needs the
-    webhook secret) could pair a configured path with another project's id and have the bot write there.
+    settings: ProjectSettings
+    path: str
+
+
+def confirmed_project(rt: Runtime, project_id: int, path: str) -> Confirmed | None:
+    """The project's config once GitLab confirms that id is that path. TransientError propagates.
+
+    A payload matched by a path glob carries an id too, and one matched by id carries a path: without this
+    check a forged event (it needs the webhook secret) could pair a configured path with another project's id,
+    or put any path into the statuses' links and the note. An event without a path (old Job Hooks) takes
+    GitLab's.
     """
-    project = rt.settings.project_for(project_id, path)
-    if project is None or project.id == project_id:
-        return project
+    if rt.settings.project_for(project_id, path) is None and path:
+        return None
     try:
         actual = rt.gitlab.project_path(project_id)
     except PermanentError as exc:
         log.warning("project %s: cannot confirm its path (%s); not acting on it", project_id, exc)
         return None
-    if actual != path:
+    if path and actual != path:
         log.warning("project %s is %r, not %r as the event says; not acting on it", project_id, actual, path[:100])
         return None
-    return project
+    project = rt.settings.project_for(project_id, actual)
+    return Confirmed(project, actual) if project is not None else None
+
+
+def pipeline_confirmed(rt: Runtime, project_id: int, pipeline_id: int, sha: str) -> bool:
+    """GitLab has this pipeline, for this commit: a payload's pipeline id orders the MR's pipelines and names
+    where statuses go, so a made-up one (2**63 - 1 froze a note) is refused. Cached per pipeline."""
+    if rt.store.pipeline_known(project_id, pipeline_id, sha):
+        return True
+    try:
+        real_sha = rt.gitlab.pipeline_sha(project_id, pipeline_id)
+    except PermanentError as exc:
+        log.warning("pipeline %s of project %s: not confirmed by GitLab (%s)", pipeline_id, project_id, exc)
+        return False
+    if real_sha != sha:
+        log.warning("pipeline %s of project %s is not of commit %s", pipeline_id, project_id, sha[:12])
+        return False
+    rt.store.know_pipeline(project_id, pipeline_id, sha)
+    return True
 
 
 def repo_file_bytes(rt: Runtime, project_id: int, sha: str) -> bytes | None:

@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from dataclasses import replace
+from typing import TypeVar
 
 from celery import Task, current_app, shared_task
 
@@ -31,7 +32,7 @@ from bot.core.routing import (
 from bot.core.settings import ProjectSettings
 from workers import reporting
 from workers.runtime import runtime
-from workers.scope import confirmed_project, resolved_config
+from workers.scope import confirmed_project, pipeline_confirmed, resolved_config
 from workers.sweeper import Actions, sweep_once
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ GITLAB_MAX_RETRIES = 8
 
 
 _rng = random.Random()  # noqa: S311 - jitter, not crypto
+E = TypeVar("E", PipelineEvent, JobEvent)
 
 
 def capped(countdown: float) -> float:
@@ -81,11 +83,20 @@ def _fail(gate: Gate, verdict: Verdict) -> None:
         sync.delay(gate.key)
 
 
-def _configured_project(task: Task, event: PipelineEvent | JobEvent) -> ProjectSettings | None:
+def _confirmed(task: Task, event: E) -> tuple[E, ProjectSettings] | None:
+    """The event with GitLab's path for its project, and the project's config; None if GitLab disagrees with
+    the payload about the project or the pipeline (a forged or stale payload: nothing is written)."""
+    rt = runtime()
     try:
-        return confirmed_project(runtime(), event.project_id, event.project_path)
+        confirmed = confirmed_project(rt, event.project_id, event.project_path)
+        if confirmed is None or not pipeline_confirmed(rt, event.project_id, event.pipeline_id, event.sha):
+            return None
+        parent = event.parent_pipeline_id
+        # A parent GitLab does not know for this commit is ignored: the gates report into their own pipeline.
+        real_parent = parent if parent and pipeline_confirmed(rt, event.project_id, parent, event.sha) else None
     except TransientError as exc:
         raise _gitlab_retry(task, exc) from None
+    return replace(event, project_path=confirmed.path, parent_pipeline_id=real_parent), confirmed.settings
 
 
 def _resolved(task: Task, project: ProjectSettings, event: PipelineEvent | JobEvent) -> Resolved:
@@ -115,11 +126,12 @@ def _config_error(event: PipelineEvent, resolved: Resolved, report_to: int) -> N
 
 def _handle_pipeline(task: Task, payload: dict) -> None:
     rt = runtime()
-    event = event_from_dict(payload)
-    assert isinstance(event, PipelineEvent)
-    project = _configured_project(task, event)
-    if project is None:
+    parsed = event_from_dict(payload)
+    assert isinstance(parsed, PipelineEvent)
+    confirmed = _confirmed(task, parsed)
+    if confirmed is None:
         return
+    event, project = confirmed
     report_to = _report_to(event)
     mr = mr_iid(event)
     if mr:
@@ -188,13 +200,14 @@ def pipeline_event(self: Task, payload: dict, inbox: str = "") -> None:
 
 def _handle_job(task: Task, payload: dict) -> None:
     rt = runtime()
-    event = event_from_dict(payload)
-    assert isinstance(event, JobEvent)
-    if event.status != "success":
+    parsed = event_from_dict(payload)
+    assert isinstance(parsed, JobEvent)
+    if parsed.status != "success":
         return
-    project = _configured_project(task, event)
-    if project is None:
+    confirmed = _confirmed(task, parsed)
+    if confirmed is None:
         return
+    event, project = confirmed
     plan = rt.store.plan(event.project_id, event.pipeline_id)
     if plan is not None:
         # The pipeline event came first: its plan says which gates this job pushes for.

@@ -254,6 +254,11 @@ class GitLabApi:
         jobs = [str(j.get("name")) for j in data.get("jobs") or () if isinstance(j, dict) and j.get("name")]
         return bool(data.get("valid")), jobs, [str(e)[:300] for e in data.get("errors") or ()]
 
+    def pipeline_sha(self, project_id: int, pipeline_id: int) -> str:
+        """The commit a pipeline of this project ran for (404: no such pipeline here)."""
+        data = self._get("GET pipeline", f"/projects/{project_id}/pipelines/{pipeline_id}")
+        return str(data.get("sha") or "")
+
     def pipeline_status(self, project_id: int, pipeline_id: int) -> str:
         path = f"/projects/{project_id}/pipelines/{pipeline_id}"
         data = self._get("GET pipeline", path)

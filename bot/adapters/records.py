@@ -127,6 +127,13 @@ class PipelineRecords:
         plans = [self.plan(project_id, i) for i in ids]
         return [p for p in plans if p is not None]
 
+    # --- pipelines GitLab confirmed ------------------------------------------------------------------
+    def know_pipeline(self, project_id: int, pipeline_id: int, sha: str) -> None:
+        self.r.set(self._k(f"pipeline:{project_id}:{pipeline_id}"), sha, ex=BLOB_TTL_S)
+
+    def pipeline_known(self, project_id: int, pipeline_id: int, sha: str) -> bool:
+        return self.r.get(self._k(f"pipeline:{project_id}:{pipeline_id}")) == sha
+
     # --- child pipelines ---------------------------------------------------------------------------
     def set_report_pipeline(self, project_id: int, pipeline_id: int, report_to: int) -> None:
         self.r.set(self._k(f"parent:{project_id}:{pipeline_id}"), str(report_to), ex=self.ttl)
