@@ -29,43 +29,39 @@ def up(url: str) -> bool:
         return False
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--senders", type=int, default=8)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="esg-bench-"))
-    prefix = f"esg-bench-{int(time.time())}"
-    with FakeGitLab(token=harness.GITLAB_TOKEN) as gitlab, EcrDouble() as ecr:
-        config = harness.write_config(workdir / "config.toml", gitlab.url, args.redis_url, prefix=prefix)
-        env = harness.stack_env(config, ecr)
-        port = free_port()
-        web = harness.web_server(env, workdir, port, "--workers", "2", "--threads", "4").start()
-        url = f"http://127.0.0.1:{port}/webhook"
-        try:
-            harness.wait_for(lambda: up(url.replace("webhook", "healthz")), 60, "the web process")
+# The Procfile's setup, and the threaded worker it replaced as the baseline measured in the same run.
+SETUPS = {
+    "gevent (Procfile)": (),
+    "gthread 2x4 (before)": ("--worker-class", "gthread", "--threads", "4"),
+}
 
-            def one(i: int) -> tuple[float, int]:
-                body = pipeline_payload(
-                    project_id=1_000_000 + i,
-                    project_path=f"{harness.GROUP}/bench{i}",
-                    pipeline_id=5_000_000 + i,
-                    status="running",
-                )
-                started = time.perf_counter()
-                response = requests.post(
-                    url, json=body, timeout=10, headers=webhook_headers("Pipeline Hook", harness.WEBHOOK_SECRET)
-                )
-                return time.perf_counter() - started, response.status_code
 
+def bench(env: dict[str, str], workdir: Path, options: tuple[str, ...], args: argparse.Namespace, base: int) -> dict:
+    port = free_port()
+    web = harness.web_server(env, workdir, port, "--workers", "2", *options).start()
+    url = f"http://127.0.0.1:{port}/webhook"
+    try:
+        harness.wait_for(lambda: up(url.replace("webhook", "healthz")), 60, "the web process")
+
+        def one(i: int) -> tuple[float, int]:
+            body = pipeline_payload(
+                project_id=base + i,
+                project_path=f"{harness.GROUP}/bench{base + i}",
+                pipeline_id=base + i,
+                status="running",
+            )
             started = time.perf_counter()
-            with ThreadPoolExecutor(args.senders) as pool:
-                results = list(pool.map(one, range(args.requests)))
-            wall = time.perf_counter() - started
-        finally:
-            web.stop()
-            harness.drop_prefix(args.redis_url, prefix)
+            response = requests.post(
+                url, json=body, timeout=10, headers=webhook_headers("Pipeline Hook", harness.WEBHOOK_SECRET)
+            )
+            return time.perf_counter() - started, response.status_code
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.senders) as pool:
+            results = list(pool.map(one, range(args.requests)))
+        wall = time.perf_counter() - started
+    finally:
+        web.stop()
     latencies = sorted(r[0] * 1000 for r in results)
     codes: dict[int, int] = {}
     for _, code in results:
@@ -74,13 +70,44 @@ def main() -> int:
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
-    print(f"deliveries: {len(results)} with {args.senders} senders, answers by code: {codes}")
-    print(
-        f"latency ms: p50 {pct(0.5):.1f}  p95 {pct(0.95):.1f}  p99 {pct(0.99):.1f}  max {latencies[-1]:.1f}  "
-        f"mean {statistics.mean(latencies):.1f}"
-    )
-    print(f"throughput: {len(results) / wall:.0f} deliveries/s over {wall:.1f} s (2 gunicorn workers × 4 threads)")
-    return 0 if set(codes) == {202} else 1
+    return {
+        "codes": codes,
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "max": latencies[-1],
+        "mean": statistics.mean(latencies),
+        "per_s": len(results) / wall,
+        "wall": wall,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="esg-bench-"))
+    prefix = f"esg-bench-{int(time.time())}"
+    rows = {}
+    with FakeGitLab(token=harness.GITLAB_TOKEN) as gitlab, EcrDouble() as ecr:
+        config = harness.write_config(workdir / "config.toml", gitlab.url, args.redis_url, prefix=prefix)
+        env = harness.stack_env(config, ecr)
+        try:
+            for n, (name, options) in enumerate(SETUPS.items()):
+                rows[name] = bench(env, workdir, options, args, 5_000_000 + n * 1_000_000)
+        finally:
+            harness.drop_prefix(args.redis_url, prefix)
+    print(f"deliveries: {args.requests} per setup with {args.senders} senders, 2 gunicorn workers each")
+    for name, r in rows.items():
+        print(
+            f"{name:22} answers {r['codes']}  latency ms p50 {r['p50']:.1f} p99 {r['p99']:.1f} max {r['max']:.1f}  "
+            f"throughput {r['per_s']:.0f}/s over {r['wall']:.1f} s"
+        )
+    ours, before = rows["gevent (Procfile)"], rows["gthread 2x4 (before)"]
+    throughput, p99 = ours["per_s"] / before["per_s"], ours["p99"] / before["p99"]
+    print(f"ratio (gevent / gthread): throughput {throughput:.2f}x, p99 {p99:.2f}x")
+    return 0 if all(set(r["codes"]) == {202} for r in rows.values()) else 1
 
 
 if __name__ == "__main__":

@@ -162,8 +162,19 @@ def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
 
 
 def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str) -> Process:
-    """The Procfile's web process (gunicorn serving the app factory) on 127.0.0.1:port, with gunicorn options."""
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options, "bot.web.app:create_app()"]
+    """The Procfile's web process (gunicorn with bot/web/serving.py, serving the app factory) on 127.0.0.1:port;
+    `options` override single settings (e.g. --workers 1, or --worker-class gthread for a baseline)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:bot.web.serving",
+        "--bind",
+        f"127.0.0.1:{port}",
+        *options,
+        "bot.web.app:create_app()",
+    ]
     return Process("web", argv, env, log_dir, ready="Booting worker")
 
 

@@ -118,9 +118,7 @@ class Stack:
             self.workdir / "config.toml", self.gitlab.url, self.redis.url, **self.config_options
         )
         self.env = harness.stack_env(config, self.ecr)
-        self.web = harness.web_server(
-            self.env, self.workdir, self.web_port, "--workers", "2", "--threads", "4", "--timeout", "30"
-        ).start()
+        self.web = harness.web_server(self.env, self.workdir, self.web_port, "--workers", "2").start()
         harness.wait_for(self._web_up, 30, "gunicorn to answer")
         for i in range(self.n_workers):
             self.start_worker(i)

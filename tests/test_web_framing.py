@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests import harness
 from tests.fakes.payloads import pipeline_payload, webhook_headers
@@ -86,3 +88,40 @@ def test_a_chunked_body_over_the_cap_is_refused_not_truncated(web: tuple[int, ha
     exact = f"{len(document):x}\r\n".encode() + document + b"\r\n0\r\n\r\n"
     status, body = exchange(port, chunked_request(exact), timeout=30)
     assert status == 200 and json.loads(body)["status"] == "ignored"
+
+
+_HEADER_NAMES = st.sampled_from(
+    ["Content-Type", "Content-Length", "Transfer-Encoding", "X-Gitlab-Event", "X-Gitlab-Token"]
+)
+_JUNK = st.binary(max_size=200)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    framing=st.one_of(
+        _JUNK.map(lambda b: b"%x\r\n" % len(b) + b + b"\r\n0\r\n\r\n"),  # well-formed chunks of junk
+        _JUNK,  # raw junk where chunks should be
+        st.lists(st.tuples(st.integers(-5, 10**6), _JUNK), max_size=4).map(
+            lambda parts: b"".join(str(n).encode() + b"\r\n" + b + b"\r\n" for n, b in parts)
+        ),
+    ),
+    extra=st.lists(st.tuples(_HEADER_NAMES, st.text(max_size=40)), max_size=3),
+    signed=st.booleans(),
+)
+def test_fuzzed_framing_never_5xx_nor_a_traceback(
+    web: tuple[int, harness.Process], framing: bytes, extra: list[tuple[str, str]], signed: bool
+) -> None:
+    port, proc = web
+    before = proc.log_text().count("Traceback")
+    headers = webhook_headers("Pipeline Hook", harness.WEBHOOK_SECRET if signed else "wrong")
+    lines = [b"POST /webhook HTTP/1.1", b"Host: x", b"Transfer-Encoding: chunked", b"Connection: close"]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items()]
+    lines += [f"{k}: {v}".encode("utf-8", "replace") for k, v in extra if "\r" not in v and "\n" not in v]
+    try:
+        status, _ = exchange(port, b"\r\n".join(lines) + b"\r\n\r\n" + framing, timeout=10)
+    except (ConnectionResetError, BrokenPipeError, IndexError, ValueError):
+        status = 400  # gunicorn refused the request line or headers itself and closed: not a 5xx
+    # RFC 9112 6.1: a transfer coding the server does not know is answered 501 (by gunicorn, before the app).
+    bad_coding = status == 501 and any(k == "Transfer-Encoding" for k, _ in extra)
+    assert status < 500 or bad_coding
+    assert proc.log_text().count("Traceback") == before

@@ -43,6 +43,17 @@ class UnreadableBody(ValueError):
 
 
 _READ = 64 * 1024
+# After refusing a body, read (and drop) at most this much more of it, so the client is still listening when
+# the 413 arrives: closing a socket with unread data resets it, and the client sees no answer at all.
+DRAIN_BYTES = 16 * 1024 * 1024
+
+
+def _drain(stream: Any, budget: int) -> None:
+    try:
+        while budget > 0 and (chunk := stream.read(min(_READ, budget))):
+            budget -= len(chunk)
+    except Exception:  # noqa: BLE001, S110 - the body is refused already; a broken rest changes nothing
+        pass
 
 
 def read_body(environ: dict[str, Any], content_length: int | None, limit: int) -> bytes:
@@ -51,9 +62,11 @@ def read_body(environ: dict[str, Any], content_length: int | None, limit: int) -
     Reads `wsgi.input` itself: the server has already de-chunked it, and Werkzeug's own limit silently
     truncates a chunked body at the cap instead of refusing it.
     """
-    if content_length is not None and content_length > limit:
-        raise BodyTooLarge(f"{content_length} bytes")
     stream = environ.get("wsgi.input")
+    if content_length is not None and content_length > limit:
+        if stream is not None:
+            _drain(stream, min(content_length, DRAIN_BYTES))
+        raise BodyTooLarge(f"{content_length} bytes")
     if stream is None:
         return b""
     want = limit + 1 if content_length is None else content_length
@@ -69,5 +82,6 @@ def read_body(environ: dict[str, Any], content_length: int | None, limit: int) -
     except Exception as exc:  # noqa: BLE001 - any framing error of any server is the client's fault: a 400
         raise UnreadableBody(type(exc).__name__) from None
     if total > limit:
+        _drain(stream, DRAIN_BYTES)
         raise BodyTooLarge(f"more than {limit} bytes")
     return b"".join(chunks)
