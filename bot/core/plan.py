@@ -12,7 +12,9 @@ from bot.core.settings import ImageSettings
 # A job in one of these states may still run by itself; "manual" waits for a person and may never run.
 _MAY_RUN = frozenset({"created", "waiting_for_resource", "preparing", "waiting_for_callback", "pending", "running"})
 _MAY_RUN |= {"canceling", "scheduled"}
-NO_BUILDS = "the Pipeline Hook lists no jobs (builds[] empty or absent), so every configured image is gated"
+NO_BUILDS = (
+    "the Pipeline Hook lists no jobs (builds[] empty, absent, or over 1000 names), so every configured image is gated"
+)
 
 
 @dataclass(frozen=True)

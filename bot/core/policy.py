@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
+from bot.core.coverage import Coverage, Covered
 from bot.core.models import Acceptance, Finding, Image, Phase, Reason, ScanResult, Severity, Verdict, Waived
 from bot.core.risk import BlockMode, finding_key, fixable
 
@@ -56,8 +57,8 @@ def remediation(reason: Reason, t: Image, detail: str = "") -> str:
         "scan quota was exceeded or the image is archived). Re-push the image to get a fresh scan.",
         Reason.TIMEOUT: "The scan did not finish in time. Re-run the pipeline; for very large images raise "
         "[scan] timeout_s. Check the ECR console for a stuck scan.",
-        Reason.ERROR: "The gate could not read a trustworthy answer. Re-run the pipeline; if it persists, run "
-        "`python -m bot doctor` and check the worker logs.",
+        Reason.ERROR: "The gate could not read a trustworthy answer (the details say why). Re-run the pipeline; "
+        "if it persists, run `ecr-scan-gate doctor` and read the gate's log (this job's, or the bot's workers').",
         Reason.CANCELED: "The pipeline ended before the image was pushed; nothing was scanned.",
         Reason.SKIPPED: "Nothing to do: the pipeline finished without running the push job, so no image was "
         "built. Run the push job (it may be manual) to gate the image.",
@@ -145,6 +146,18 @@ class _Sorted:
     unused: tuple[Acceptance, ...]
 
 
+# A verdict is stored with its gate and rebuilt into every note: it keeps at most this many findings per list
+# (the note shows at most [policy] max_listed, <= 500) and their fields bounded; the totals stay exact.
+KEPT_FINDINGS = 500
+_FIELD_LIMITS = {"id": 200, "package": 200, "installed_version": 120, "fixed_version": 120, "url": 500}
+
+
+def _slim(finding: Finding) -> Finding:
+    """What a stored verdict needs of a finding: no description (never shown), each field bounded."""
+    fields = {name: getattr(finding, name)[:limit] for name, limit in _FIELD_LIMITS.items()}
+    return replace(finding, description="", **fields)
+
+
 def _sort(result: ScanResult, policy: Policy, repository: str, today: date) -> _Sorted:
     """Listed blocking findings (plus ones ECR counted but did not list: fail closed), waived, expired, unused."""
     blocking: list[Finding] = []
@@ -168,7 +181,13 @@ def _sort(result: ScanResult, policy: Policy, repository: str, today: date) -> _
     seen = Counter(f.severity for f in result.findings)
     unseen = sum(max(0, result.counts.get(sev, 0) - seen.get(sev, 0)) for sev in policy.fail_on)
     unused = tuple(a for a in policy.exceptions if a.in_scope(repository) and a not in used and a.active(today))
-    return _Sorted(tuple(blocking), len(blocking) + unseen, tuple(waived), tuple(expired), unused)
+    return _Sorted(
+        tuple(_slim(f) for f in blocking[:KEPT_FINDINGS]),
+        len(blocking) + unseen,
+        tuple(replace(w, finding=_slim(w.finding)) for w in waived[:KEPT_FINDINGS]),
+        tuple(replace(w, finding=_slim(w.finding)) for w in expired[:KEPT_FINDINGS]),
+        unused[:KEPT_FINDINGS],
+    )
 
 
 def _baseline_text(policy: Policy) -> str:
@@ -223,3 +242,35 @@ def decide(result: ScanResult, policy: Policy, target: Image, today: date | None
         decided_on=None if today == date.min else today,
         baseline=_baseline_text(policy),
     )
+
+
+def scan_not_found_explained(verdict: Verdict, image: Image, covered: Covered | None, unknown: str = "") -> Verdict:
+    """A scan_not_found verdict that says what is true of scan on push (checked, not assumed)."""
+    if verdict.reason is not Reason.SCAN_NOT_FOUND or covered is None and not unknown:
+        return verdict
+    repo, ref = image.repository, image.reference
+    start = (
+        f"`aws ecr start-image-scan --repository-name {repo}{image.registry_flag} --region {image.region} "
+        f"--image-id {'imageDigest' if ref.startswith('sha256:') else 'imageTag'}={ref}`"
+    )
+    if covered is None:
+        summary = f"no scan found for {repo}:{ref} (whether scan on push is on could not be checked: {unknown})"
+        return replace(verdict, summary=summary)
+    if covered.coverage is Coverage.UNKNOWN:
+        summary = f"no scan found for {repo}:{ref} ({covered.how}; the registry scanning rules could not be read)"
+        return replace(verdict, summary=summary)
+    if covered.coverage in (Coverage.REPOSITORY, Coverage.RULE):
+        return replace(
+            verdict,
+            summary=f"no scan found for {repo}:{ref}, though scans run on push now ({covered.how})",
+            remediation="This image was pushed before scan on push was turned on, or its scan was never started. "
+            f"Start one with {start} or push the image again, then re-run the gate.",
+        )
+    if covered.coverage is Coverage.ENHANCED_NO_RULE:
+        return replace(
+            verdict,
+            summary=f"no scan found: the registry uses ENHANCED scanning and no rule matches {repo}",
+            remediation="Add a registry scanning rule (SCAN_ON_PUSH or CONTINUOUS_SCAN) whose filter matches "
+            f"{repo} (`aws ecr put-registry-scanning-configuration`), then push the image again.",
+        )
+    return verdict  # OFF: the verdict's own words are true
