@@ -176,6 +176,17 @@ def test_scan_not_found_after_grace(ecr: EcrDouble, clock: FakeClock, capsys) ->
     assert "attempt 5: ScanNotFoundException (elapsed 60s)\n" in out
     assert "scan_not_found (exit 3)" in err
     assert "put-image-scanning-configuration --repository-name noscan" in err
+    assert "no scan found: scan on push is off for noscan" in err  # checked: scanOnPush=false, no rule
+
+
+def test_scan_not_found_with_scan_on_push_on_says_the_image_predates_it(ecr: EcrDouble, clock: FakeClock, capsys):
+    ecr.create_repository("latescan", scan_on_push=True)  # on now; this image's push started no scan
+    ecr.push_image("latescan", "v1")
+    assert check(clock, "--repository", "latescan", "--tag", "v1") == 3
+    err = capsys.readouterr().err
+    assert "scan on push is off" not in err
+    assert "no scan found for latescan:v1, though scans run on push now (BASIC scanning on push" in err
+    assert f"aws ecr start-image-scan --repository-name latescan --region {ecr.region} --image-id imageTag=v1" in err
 
 
 def test_not_found_grace_zero_answers_at_once(ecr: EcrDouble, clock: FakeClock) -> None:
@@ -245,17 +256,25 @@ def test_throttling_is_retried_with_backoff(ecr: EcrDouble, clock: FakeClock, ca
     assert all(0.5 <= s <= 60 for s in clock.sleeps)  # jittered backoff, not the poll interval
 
 
-def test_throttled_until_the_deadline_is_a_timeout(ecr: EcrDouble, clock: FakeClock, tmp_path, capsys) -> None:
+def test_throttled_for_the_whole_window_is_an_error_naming_throttling(
+    ecr: EcrDouble, clock: FakeClock, tmp_path, capsys
+) -> None:
     ecr.push_image(REPO, "thr2")
     ecr.script(REPO, tag="thr2", steps=[{"error": "ThrottlingException"}])
     env_file = tmp_path / "scan.env"
 
-    assert check(clock, "--repository", REPO, "--tag", "thr2", "--timeout", "30", "--dotenv", str(env_file)) == 4
+    assert check(clock, "--repository", REPO, "--tag", "thr2", "--timeout", "30", "--dotenv", str(env_file)) == 5
 
-    err = capsys.readouterr().err
-    assert "detail: last error: ECR ThrottlingException: Rate exceeded" in err
+    out, err = capsys.readouterr()
+    assert "detail: ECR gave no answer in 30s; last error: ECR ThrottlingException: Rate exceeded" in err
+    assert "raise --timeout" not in err and "timeout_s" not in err  # a longer wait is not the fix
     assert clock.now - 1000.0 == pytest.approx(30.0)  # never waited past the deadline
-    assert "SCAN_REASON=timeout\n" in env_file.read_text()
+    assert "SCAN_REASON=error\n" in env_file.read_text()
+    # The summary's attempt count is the number of attempt lines printed, the last one included.
+    attempts = [line for line in out.splitlines() if line.startswith("attempt ")]
+    summary = re.search(r"after (\d+) attempts", out)
+    assert summary is not None and int(summary.group(1)) == len(attempts)
+    assert attempts[-1].endswith("the time is up")
 
 
 def test_complete_without_findings_object_is_an_error(ecr: EcrDouble, clock: FakeClock, capsys) -> None:
@@ -263,7 +282,10 @@ def test_complete_without_findings_object_is_an_error(ecr: EcrDouble, clock: Fak
     ecr.script(REPO, tag="empty", steps=[{"status": "COMPLETE", "no_findings_object": True}])
 
     assert check(clock, "--repository", REPO, "--tag", "empty") == 5
-    assert "error (exit 5)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error (exit 5)" in err
+    assert "detail: a COMPLETE answer without an imageScanFindings object (never read as clean)" in err
+    assert "ECR said" not in err and "worker logs" not in err
 
 
 def test_unexpected_exception_one_line_no_secret(

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from bot import cli
-from bot.cli.doctor.ecr import filter_matches
+from bot.core.coverage import filter_matches
 from tests import configs
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab

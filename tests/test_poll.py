@@ -130,10 +130,18 @@ def test_retry_after_wins_over_the_backoff() -> None:
     assert isinstance(s, poll.Wait) and s.after_s == 7.0
 
 
-def test_transient_error_at_the_deadline_times_out_naming_the_error() -> None:
+def test_no_ecr_answer_in_the_whole_window_is_an_error_naming_the_cause() -> None:
     s = step(TransientError("ECR unreachable: EndpointConnectionError"), at=601)
+    assert isinstance(s, poll.Finish) and s.verdict.reason is Reason.ERROR
+    assert s.verdict.detail == "ECR gave no answer in 601s; last error: ECR unreachable: EndpointConnectionError"
+
+
+def test_a_transient_error_at_the_deadline_after_answers_times_out_naming_the_error() -> None:
+    waiting = step(IN_PROGRESS, at=10)
+    assert isinstance(waiting, poll.Wait)
+    s = step(TransientError("ECR ThrottlingException: Rate exceeded"), at=601, progress=waiting.progress)
     assert isinstance(s, poll.Finish) and s.verdict.reason is Reason.TIMEOUT
-    assert s.verdict.detail == "last error: ECR unreachable: EndpointConnectionError"
+    assert s.verdict.detail == "last error: ECR ThrottlingException: Rate exceeded"
 
 
 def test_rate_limited_waits_for_the_token_without_counting_an_attempt() -> None:

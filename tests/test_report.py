@@ -166,7 +166,7 @@ def test_status_waiting_and_polling() -> None:
 # --- the note ---------------------------------------------------------------------------------------
 
 _WORDS = {Reason.PASSED: "PASSED", Reason.BLOCKED: "BLOCKED", Reason.CANCELED: "CANCELED", Reason.SKIPPED: "SKIPPED"}
-_NOT_FROM_ECR = (Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING)
+_NOT_FROM_ECR = (Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING, Reason.ERROR, Reason.TIMEOUT)
 
 
 @pytest.mark.parametrize("reason", list(Reason))

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from bot.core.coverage import RegistryScanning, ScanningRule
 from bot.core.errors import PermanentError, TransientError
 from bot.core.models import Image, Reason, ScanResult
 from bot.core.scan import TRANSIENT_CODES, classify_error, classify_response, merge_pages
@@ -210,21 +211,6 @@ class RepositoryInfo:
     registry_id: str
     scan_on_push: bool
     tag_mutability: str  # MUTABLE, IMMUTABLE, or the *_WITH_EXCLUSION variants
-
-
-@dataclass(frozen=True)
-class ScanningRule:
-    frequency: str  # SCAN_ON_PUSH, CONTINUOUS_SCAN or MANUAL
-    filters: tuple[str, ...]  # WILDCARD repository filters
-
-
-@dataclass(frozen=True)
-class RegistryScanning:
-    """GetRegistryScanningConfiguration: the caller's own registry in that region (it takes no registryId)."""
-
-    registry_id: str
-    scan_type: str  # BASIC or ENHANCED
-    rules: tuple[ScanningRule, ...]
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,19 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
-from bot.adapters.ecr import EcrApi
+from bot.adapters.ecr import EcrApi, EcrCallError
 from bot.cli.main import Clock, Sleep
 from bot.cli.options import CheckOptions, check_options
 from bot.cli.output import Outcome, as_json, failure_lines, summary_lines, write_dotenv
 from bot.core import dotenv
 from bot.core import poll as rule
+from bot.core.coverage import coverage
 from bot.core.errors import ConfigError, TransientError
 from bot.core.markdown import clean
-from bot.core.models import CONFIG_ERROR_EXIT, Reason, ScanResult
+from bot.core.models import CONFIG_ERROR_EXIT, Image, Reason, ScanResult, Verdict
+from bot.core.policy import scan_not_found_explained
 from bot.core.risk import utc_day
 from bot.core.settings import MIN_SAFE_INTERVAL_S, too_fast
 
@@ -56,14 +59,27 @@ def run_check(
 def _progress_line(step: rule.Step, answer: ScanResult | TransientError, elapsed: float) -> str:
     attempt = step.progress.attempts
     if isinstance(answer, TransientError):
-        if isinstance(step, rule.Finish):
-            return ""
         error = step.progress.last_error
+        if isinstance(step, rule.Finish):  # every attempt counted in the summary has its line
+            return f"attempt {attempt}: {error} (elapsed {elapsed:.0f}s); the time is up"
         return f"attempt {attempt}: {error}; retrying in {step.after_s:.1f}s (elapsed {elapsed:.0f}s)"
     status = clean(answer.ecr_status, 60) or "no status"
     early = answer.is_final and isinstance(step, rule.Wait)
     note = "; ECR may still be catching up after the push, asking again" if early else ""
     return f"attempt {attempt}: {status} (elapsed {elapsed:.0f}s){note}"
+
+
+def _explained(api: EcrApi, image: Image, verdict: Verdict) -> Verdict:
+    """scan_not_found in words that are true: read the repository's and the registry's scanning settings."""
+    try:
+        repo = api.describe_repository(image)
+    except (EcrCallError, TransientError) as exc:
+        return scan_not_found_explained(verdict, image, None, clean(str(exc), 200))
+    try:
+        registry = api.registry_scanning(image)
+    except (EcrCallError, TransientError):
+        registry = None  # e.g. ecr:GetRegistryScanningConfiguration not granted to the CI role
+    return scan_not_found_explained(verdict, image, coverage(image.repository, repo.scan_on_push, registry))
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock, sleep: Sleep) -> int:
@@ -105,6 +121,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock, sleep: S
         if opts.dotenv:
             write_dotenv(opts.dotenv, None, Reason.ERROR.value)  # crashed: later jobs still learn why
         raise
+    if outcome.verdict.reason is Reason.SCAN_NOT_FOUND:
+        outcome = replace(outcome, verdict=_explained(EcrApi(opts.ecr), opts.image, outcome.verdict))
     if opts.dotenv:
         write_dotenv(opts.dotenv, outcome.verdict)
     for line in summary_lines(opts, outcome):

@@ -13,7 +13,18 @@ from bot.core.markdown import clean
 from bot.core.models import Reason, Severity, Verdict, dump_verdict
 from bot.core.report import status_for
 
-MAX_LISTED = 20  # blocking findings printed; --json lists all
+MAX_LISTED = 20  # blocking findings printed; --json lists up to 500 (the verdict's bound), with exact totals
+_ECR_TEXT = frozenset(
+    {
+        Reason.SCAN_NOT_FOUND,
+        Reason.IMAGE_NOT_FOUND,
+        Reason.REPOSITORY_NOT_FOUND,
+        Reason.ACCESS_DENIED,
+        Reason.SCAN_FAILED,
+        Reason.UNSUPPORTED_IMAGE,
+        Reason.FINDINGS_UNAVAILABLE,
+    }
+)
 _SHOWN = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFORMATIONAL)
 
 
@@ -85,7 +96,8 @@ def failure_lines(verdict: Verdict) -> list[str]:
         f"ecr-scan-gate: {verdict.reason.value} (exit {verdict.reason.exit_code}): {status_for(verdict).description}"
     ]
     if verdict.detail and verdict.reason not in (Reason.PASSED, Reason.BLOCKED):
-        label = "detail" if verdict.reason is Reason.TIMEOUT else "ECR said"  # a timeout's detail is ours
+        # Texts the gate wrote itself are "detail"; ECR's own descriptions and error messages are quoted as such.
+        label = "ECR said" if verdict.reason in _ECR_TEXT else "detail"
         lines.append(f"  {label}: {clean(verdict.detail, 500)}")
     if verdict.remediation:
         lines.append(f"  what to do: {clean(verdict.remediation, 1000)}")

@@ -82,11 +82,22 @@ def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
 
 
 def timeout(image: Image, progress: Progress, now: float, how: str = "") -> Finish:
-    """The verdict at the deadline: TIMEOUT, unless ECR's last word was image or scan not found (then that)."""
+    """The verdict at the deadline: TIMEOUT, unless ECR's last word was image or scan not found (then that), or
+    ECR never answered at all (throttled or unreachable throughout: ERROR with the last error)."""
     if progress.withheld in GRACE_REASONS:
         reason = Reason(progress.withheld)
         verdict = failed_verdict(
             reason, image, detail=progress.withheld_detail + how, status=progress.ecr_status, digest=image.digest
+        )
+        return Finish(verdict, image, progress)
+    if progress.last_error and not progress.ecr_status:
+        # ECR never answered (throttled or unreachable the whole time): that is the cause, not a slow scan.
+        verdict = failed_verdict(
+            Reason.ERROR,
+            image,
+            detail=f"ECR gave no answer in {now - progress.polling_since:.0f}s; last error: {progress.last_error}{how}",
+            status="none",
+            digest=image.digest,
         )
         return Finish(verdict, image, progress)
     if progress.last_error:

@@ -260,7 +260,10 @@ def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
     return "\n\n".join(parts)
 
 
-_NOT_FROM_ECR = frozenset({Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING, Reason.CONFIG_ERROR})
+# Details the gate wrote itself (or that mix its words with ECR's): labelled "Details", not "ECR said".
+_NOT_FROM_ECR = frozenset(
+    {Reason.CANCELED, Reason.SKIPPED, Reason.PUSH_JOB_MISSING, Reason.CONFIG_ERROR, Reason.ERROR, Reason.TIMEOUT}
+)
 
 
 def _section(report: Gate, *, listed: int, row_budget: int) -> str:

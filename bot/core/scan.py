@@ -166,7 +166,7 @@ def classify_response(answer: Mapping[str, Any]) -> ScanResult:
             waiting,
             phase=Phase.FINAL,
             reason=Reason.ERROR,
-            detail="ECR said COMPLETE but sent no imageScanFindings object",
+            detail="a COMPLETE answer without an imageScanFindings object (never read as clean)",
         )
     enhanced_raw = findings_obj.get("enhancedFindings")
     basic_raw = findings_obj.get("findings")

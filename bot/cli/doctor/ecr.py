@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from bot.adapters.ecr import (
@@ -11,10 +10,10 @@ from bot.adapters.ecr import (
     START_SCAN,
     EcrApi,
     EcrCallError,
-    RegistryScanning,
     RepositoryInfo,
 )
 from bot.cli.doctor.lines import Level, Line
+from bot.core.coverage import Coverage, RegistryScanning, coverage
 from bot.core.errors import TransientError
 from bot.core.markdown import clean
 from bot.core.models import Image, Reason
@@ -31,13 +30,6 @@ def _aws(image: Image, command: str) -> str:
     return f"aws ecr {command}{registry} --region {image.region}"
 
 
-def filter_matches(pattern: str, repository: str) -> bool:
-    """ECR registry filters: `*` matches any run of characters; a filter without `*` matches as a substring."""
-    if "*" not in pattern:
-        return pattern in repository
-    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), repository) is not None
-
-
 def scan_coverage(image: Image, repo: RepositoryInfo, registry: RegistryScanning | None, why: str) -> Line:
     """Will a scan actually run when an image is pushed? Repository scanOnPush or a registry rule."""
     subject = f"ecr {image.repository}"
@@ -46,7 +38,8 @@ def scan_coverage(image: Image, repo: RepositoryInfo, registry: RegistryScanning
         f"put-image-scanning-configuration --repository-name {image.repository} "
         "--image-scanning-configuration scanOnPush=true",
     )
-    if registry is None:
+    covered = coverage(image.repository, repo.scan_on_push, registry)
+    if covered.coverage is Coverage.UNKNOWN:
         if repo.scan_on_push:
             return Line(
                 Level.WARN,
@@ -62,15 +55,9 @@ def scan_coverage(image: Image, repo: RepositoryInfo, registry: RegistryScanning
             f"read ({why}): no scan may run, and the gate would end in scan_not_found",
             turn_on,
         )
-    wanted = ("SCAN_ON_PUSH", "CONTINUOUS_SCAN") if registry.scan_type == "ENHANCED" else ("SCAN_ON_PUSH",)
-    for rule in registry.rules:
-        hit = next((f for f in rule.filters if filter_matches(f, image.repository)), None)
-        if rule.frequency in wanted and hit is not None:
-            kind = "ENHANCED (Amazon Inspector)" if registry.scan_type == "ENHANCED" else "BASIC"
-            return Line(
-                Level.PASS, subject, f"scans run: {kind} scanning, registry rule {rule.frequency} filter {hit!r}"
-            )
-    if registry.scan_type == "ENHANCED":
+    if covered.coverage in (Coverage.RULE, Coverage.REPOSITORY):
+        return Line(Level.PASS, subject, f"scans run: {covered.how}")
+    if covered.coverage is Coverage.ENHANCED_NO_RULE:
         rules = (
             '[{"scanFrequency":"SCAN_ON_PUSH","repositoryFilters":[{"filter":"'
             + image.repository
@@ -84,8 +71,6 @@ def scan_coverage(image: Image, repo: RepositoryInfo, registry: RegistryScanning
             f"aws ecr put-registry-scanning-configuration --scan-type ENHANCED --region {image.region} "
             f"--rules '{rules}' (keep your existing rules in the list: this call replaces them)",
         )
-    if repo.scan_on_push:
-        return Line(Level.PASS, subject, "scans run: BASIC scanning on push (repository scanOnPush=true)")
     return Line(
         Level.FAIL,
         subject,
