@@ -161,9 +161,10 @@ def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
     return Process("beat", argv, env, log_dir, ready="beat: Starting")
 
 
-def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str) -> Process:
+def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str, app: tuple[str, ...] = ()) -> Process:
     """The Procfile's web process (gunicorn with bot/web/serving.py, serving the app factory) on 127.0.0.1:port;
-    `options` override single settings (e.g. --workers 1, or --worker-class gthread for a baseline)."""
+    `options` override single settings (e.g. --workers 1, or --worker-class gthread for a baseline); `app`
+    serves another WSGI app under the same settings (a benchmark's baseline)."""
     argv = [
         sys.executable,
         "-m",
@@ -173,7 +174,7 @@ def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str) -> 
         "--bind",
         f"127.0.0.1:{port}",
         *options,
-        "bot.web.app:create_app()",
+        *(app or ("bot.web.app:create_app()",)),
     ]
     return Process("web", argv, env, log_dir, ready="Booting worker")
 

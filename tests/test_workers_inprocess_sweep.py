@@ -141,7 +141,9 @@ def test_refresh_notes_writes_one_note_edits_it_and_ignores_an_older_pipeline(rt
 
 
 def test_sweep_replays_an_accepted_delivery_whose_task_was_lost_then_gives_up(rt, s, sent):
-    rt.store.accept("idem-lost-1", "gate.pipeline_event", {"kind": "Pipeline Hook"})
+    assert rt.store.claim_and_accept(
+        "idem:lost-1", 60, "idem-lost-1", "gate.pipeline_event", '{"kind": "Pipeline Hook"}'
+    )
     soon = time.time() + 1
     assert "replayed" not in sweep_once(rt, sent.actions(), now=soon)  # its task may still be retrying
     later = time.time() + max(2 * rt.settings.sweep.interval_s, rt.settings.sweep.stuck_after_s) + 1

@@ -70,6 +70,9 @@ def producer(settings: Settings) -> Enqueue:
     app = make_celery(settings)
 
     def enqueue(task: str, payload: dict[str, Any], inbox: str = "") -> str:
-        return str(app.send_task(task, args=[payload], kwargs={"inbox": inbox}).id)
+        # Fixed reprs: Celery would otherwise saferepr() the whole event into the message headers, a second
+        # copy of the payload in Redis and ~40% of the receiver's CPU per delivery (profiled).
+        result = app.send_task(task, args=[payload], kwargs={"inbox": inbox}, argsrepr="(event)", kwargsrepr="{}")
+        return str(result.id)
 
     return enqueue

@@ -17,6 +17,15 @@ INBOX = "inbox"  # sorted set of accepted, unprocessed deliveries, scored by whe
 # A repo file's text never changes for a blob id, nor a commit's blob id for a path: cache both long.
 BLOB_TTL_S = 7 * 24 * 3600
 NO_FILE = "-"  # cached "this commit has no repo file"
+CLAIM_AND_ACCEPT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'task', ARGV[2], 'payload', ARGV[3], 'at', ARGV[4], 'replays', '0')
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+  return 1
+end
+return 0
+"""
 # The sweep gives a lost delivery up after an hour (workers/sweeper.py); its record need not outlive that.
 INBOX_TTL_S = 2 * 3600
 
@@ -55,13 +64,25 @@ class PipelineRecords:
         raise NotImplementedError
 
     # --- inbox -------------------------------------------------------------------------------------
-    def accept(self, delivery_id: str, task: str, payload: dict[str, Any], ttl_s: int = INBOX_TTL_S) -> None:
-        now = time.time()
-        key = self._k(f"{INBOX}:{delivery_id}")
+    _claim_accept: Any  # Store's CLAIM_AND_ACCEPT script
+
+    def claim_and_accept(
+        self, delivery_key: str, dedupe_ttl_s: int, delivery_id: str, task: str, payload_json: str
+    ) -> bool:
+        """One round trip: claim the delivery (False: a duplicate) and record it in the inbox.
+
+        The claim gets its full dedupe TTL at once: should queueing then fail without Redis being told, the
+        inbox entry is there for the sweep to queue, so a resend taken as a duplicate loses nothing.
+        """
+        keys = [self._k(f"delivery:{delivery_key}"), self._k(f"{INBOX}:{delivery_id}"), self._k(INBOX)]
+        args = [dedupe_ttl_s, task, payload_json, time.time(), INBOX_TTL_S, delivery_id]
+        return bool(self._claim_accept(keys=keys, args=args))
+
+    def release(self, delivery_key: str, delivery_id: str) -> None:
+        """Undo claim_and_accept (the task could not be queued): GitLab's resend is then a new delivery."""
         pipe = self.r.pipeline()
-        pipe.hset(key, mapping={"task": task, "payload": json.dumps(payload), "at": str(now), "replays": "0"})
-        pipe.expire(key, ttl_s)
-        pipe.zadd(self._k(INBOX), {delivery_id: now})
+        pipe.delete(self._k(f"delivery:{delivery_key}"), self._k(f"{INBOX}:{delivery_id}"))
+        pipe.zrem(self._k(INBOX), delivery_id)
         pipe.execute()
 
     def processed(self, delivery_id: str) -> None:

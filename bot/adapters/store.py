@@ -12,7 +12,7 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
-from bot.adapters.records import PipelineRecords, ProjectRecords
+from bot.adapters.records import CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
 from bot.core.gate import Gate, commit_key
 from bot.core.models import Image, Verdict, dump_verdict
 from bot.core.poll import Progress
@@ -157,6 +157,7 @@ class Store(PipelineRecords, ProjectRecords):
         self._finish = client.register_script(_FINISH)
         self._take = client.register_script(_TAKE)
         self._newest = client.register_script(_NEWEST)
+        self._claim_accept = client.register_script(CLAIM_AND_ACCEPT)
         self._restart = client.register_script(_RESTART)
 
     @classmethod
@@ -257,18 +258,6 @@ class Store(PipelineRecords, ProjectRecords):
         # 30 s: longer than one status POST with its 10 s timeout.
         lock: Lock = self.r.lock(self._k(f"{key}:status-lock"), timeout=30, blocking_timeout=0)
         return lock
-
-    # --- webhook deliveries ------------------------------------------------------------------------
-    def first_delivery(self, delivery_key: str, ttl_s: int) -> bool:
-        """True the first time a delivery key is seen."""
-        return bool(self.r.set(self._k(f"delivery:{delivery_key}"), "1", nx=True, ex=ttl_s))
-
-    def confirm_delivery(self, delivery_key: str, ttl_s: int) -> None:
-        """Keep the key for the full dedupe window once the work is safely queued."""
-        self.r.expire(self._k(f"delivery:{delivery_key}"), ttl_s)
-
-    def forget_delivery(self, delivery_key: str) -> None:
-        self.r.delete(self._k(f"delivery:{delivery_key}"))
 
     # --- shared rate limit ---------------------------------------------------------------------------
     def take_token(self, bucket: str, rate_per_s: float, burst: int) -> float:

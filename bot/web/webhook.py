@@ -28,7 +28,6 @@ bp = Blueprint("webhook", __name__)
 TASK_FOR = {EventKind.PIPELINE: "gate.pipeline_event", EventKind.JOB: "gate.job_event"}
 NOTE_HOOK, COMMAND_TASK = "Note Hook", "gate.command"
 MAX_IDEMPOTENCY_KEY = 200
-CLAIM_TTL_S = 60
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,18 @@ def _delivery_key(body: bytes, signed: bool) -> str:
     return "body:" + digest
 
 
-def _utf8_clean(data: dict[str, Any]) -> bool:
-    # JSON escapes can spell lone surrogates ("\ud800") and json.loads keeps them; Redis, GitLab's API
-    # and the MR note need UTF-8, so such an event would only fail later, in a worker.
+def _utf8_json(data: dict[str, Any]) -> str | None:
+    """The event as JSON for the inbox; None if it holds text that is not UTF-8.
+
+    JSON escapes can spell lone surrogates ("\ud800") and json.loads keeps them; Redis, GitLab's API and the
+    MR note need UTF-8, so such an event would only fail later, in a worker.
+    """
+    text = json.dumps(data, ensure_ascii=False)
     try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return None
+    return text
 
 
 def _push_jobs(deps: WebhookDeps, event: Event) -> frozenset[str] | None:
@@ -112,8 +115,6 @@ def webhook() -> tuple[Response, int]:
         event = parse_event(kind, payload)
     except InvalidEvent as exc:
         return _answer(400, error=f"invalid {kind}: {exc}")
-    if event is not None and not _utf8_clean(event_to_dict(event)):
-        return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
         return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
@@ -123,7 +124,11 @@ def webhook() -> tuple[Response, int]:
         return _answer(503, error="queue unavailable, resend later")
     if why:
         return _answer(200, status="ignored", reason=why)
-    return _queue(deps, body, TASK_FOR[event.kind], event_to_dict(event), str(kind), event.project_id)
+    data = event_to_dict(event)
+    payload_json = _utf8_json(data)
+    if payload_json is None:
+        return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
+    return _queue(deps, body, TASK_FOR[event.kind], data, payload_json, str(kind), event.project_id)
 
 
 def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Response, int]:
@@ -134,8 +139,6 @@ def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Respons
         note = parse_note(payload)
     except InvalidEvent as exc:
         return _answer(400, error=f"invalid {NOTE_HOOK}: {exc}")
-    if note is not None and not _utf8_clean(note_to_dict(note)):
-        return _answer(400, error=f"invalid {NOTE_HOOK}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
     if note is None:
         return _answer(200, status="ignored", reason="not a merge request comment")
     if deps.settings.project_for(note.project_id, note.project_path) is None:
@@ -143,11 +146,15 @@ def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Respons
     why = why_not_a_command(note)
     if why:
         return _answer(200, status="ignored", reason=why)
-    return _queue(deps, body, COMMAND_TASK, note_to_dict(note), NOTE_HOOK, note.project_id)
+    data = note_to_dict(note)
+    payload_json = _utf8_json(data)
+    if payload_json is None:
+        return _answer(400, error=f"invalid {NOTE_HOOK}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
+    return _queue(deps, body, COMMAND_TASK, data, payload_json, NOTE_HOOK, note.project_id)
 
 
 def _queue(
-    deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], kind: str, project_id: int
+    deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], payload_json: str, kind: str, project_id: int
 ) -> tuple[Response, int]:
     """Dedupe, record in the inbox, enqueue: 202, or 503 when Redis or the broker cannot take it."""
     # Authentication passed already: a signature that is present was verified (with the key configured).
@@ -155,29 +162,21 @@ def _queue(
     key = _delivery_key(body, signed)
     inbox = key.replace(":", "-")
     try:
-        # A short first claim: if queueing fails and Redis cannot be told, the claim lapses by itself
-        # and a resend is not mistaken for a duplicate of work that was never queued.
-        if not deps.store.first_delivery(key, CLAIM_TTL_S):
+        # Claim and inbox in one round trip. Should the queued task be lost (kombu's Redis transport can
+        # drop a message a worker dies holding), the sweep finds the delivery in the inbox and queues it again.
+        if not deps.store.claim_and_accept(key, deps.settings.redis.dedupe_ttl_s, inbox, task, payload_json):
             return _answer(200, status="duplicate")
     except redis.RedisError:
         return _answer(503, error="queue unavailable, resend later")
     try:
-        # The inbox first: should the queued task be lost (kombu's Redis transport can drop a message a
-        # worker dies holding), the sweep finds the delivery there and queues it again. Redis only.
-        deps.store.accept(inbox, task, data)
         task_id = deps.enqueue(task, data, inbox)
     except (KombuError, redis.RedisError, OSError) as exc:
         log.error("webhook: enqueue failed (%s); answering 503 so the delivery can be resent", type(exc).__name__)
         try:
-            deps.store.forget_delivery(key)
-            deps.store.processed(inbox)  # not accepted after all: GitLab may resend it
+            deps.store.release(key, inbox)  # not accepted after all: GitLab may resend it
         except redis.RedisError:
-            pass  # the claim lapses after CLAIM_TTL_S; a replay of the inbox entry is harmless
+            pass  # the inbox entry stays: the sweep queues it, and a resend is then rightly a duplicate
         return _answer(503, error="queue unavailable, resend later")
-    try:
-        deps.store.confirm_delivery(key, deps.settings.redis.dedupe_ttl_s)
-    except redis.RedisError:
-        pass  # queued already; at worst a resend is processed again, which the gates make harmless
     log.info("webhook: queued %s for project %s (task %s)", kind, project_id, task_id)
     return _answer(202, status="queued", task_id=task_id)
 
