@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from bot.adapters.records import PipelinePlan
 from bot.core.events import event_to_dict, parse_event
 from bot.core.settings import ProjectSettings
 from tests import inprocess
+from tests.fakes.payloads import job_payload
 from tests.harness import PUSH_API, PUSH_APP
 from workers import reporting, tasks
 
@@ -61,3 +63,23 @@ def test_a_rejected_event_leaves_no_phantom_in_the_note(rt, s, sent, fake_gitlab
     assert "of 2 images" in note and other.project_path not in note
     assert {PUSH_APP, PUSH_API} == {g.push_job for g in rt.store.gates_for_commit(s.project_id, s.sha)}
     assert rt.store.gates_for_commit(other.project_id, s.sha) == []
+
+
+def test_a_job_event_while_its_pipeline_event_is_half_done_still_starts_the_gate(rt, s, sent):
+    # The pipeline event saved its plan but had not recorded its gates yet when the push job's event ran.
+    rt.store.save_plan(PipelinePlan(s.project_id, s.pipeline_id, s.pipeline_id, s.sha, push_jobs=(PUSH_APP, PUSH_API)))
+    s.gitlab.set_job_status(s.jobs[PUSH_APP], "success")
+    body = job_payload(
+        project_id=s.project_id,
+        project_path=s.project_path,
+        pipeline_id=s.pipeline_id,
+        job_id=s.jobs[PUSH_APP],
+        sha=s.sha,
+        ref=s.branch,
+    )
+    event = parse_event("Job Hook", body)
+    assert event is not None
+    tasks.job_event(event_to_dict(event))
+    (gate,) = rt.store.gates_for_commit(s.project_id, s.sha)
+    assert (gate.repository, gate.state.value) == ("app", "polling")
+    assert sent.polls and sent.polls[0][0] == gate.key

@@ -209,16 +209,16 @@ def _handle_job(task: Task, payload: dict) -> None:
         return
     event, project = confirmed
     plan = rt.store.plan(event.project_id, event.pipeline_id)
-    if plan is not None:
-        # The pipeline event came first: its plan says which gates this job pushes for.
-        if event.job_name not in plan.push_jobs:
-            return
-        keys = [
-            g.key
-            for g in rt.store.gates_for_commit(event.project_id, event.sha)
-            if g.pipeline_id == event.pipeline_id and g.push_job == event.job_name
-        ]
-    else:
+    if plan is not None and event.job_name not in plan.push_jobs:
+        return  # the pipeline event came first, and its plan says this job pushes no gated image
+    keys = [
+        g.key
+        for g in rt.store.gates_for_commit(event.project_id, event.sha)
+        if g.pipeline_id == event.pipeline_id and g.push_job == event.job_name
+    ]
+    if not keys:
+        # The pipeline event is late, or still being handled (its plan saved, its gates not yet recorded):
+        # record this job's gates from the same config, so the push is never missed.
         resolved = _resolved(task, project, event)
         if resolved.problems:
             return  # the pipeline event posts the config error
