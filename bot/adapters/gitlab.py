@@ -283,11 +283,6 @@ class GitLabApi:
             raise PermanentError("GitLab sent no JSON object on POST note")
         return int(created["id"])
 
-    def find_job(self, project_id: int, pipeline_id: int, name: str) -> Build | None:
-        """The newest job of that name in the pipeline (retries create new jobs)."""
-        jobs = [j for j in self.pipeline_jobs(project_id, pipeline_id) if j.name == name]
-        return max(jobs, key=lambda j: j.id) if jobs else None
-
     # --- what the doctor reads -------------------------------------------------------------------
     def current_user(self) -> dict[str, Any]:
         """GET /user: the bot's own account (PermanentError with status 401 for a bad token)."""

@@ -124,11 +124,7 @@ def webhook() -> tuple[Response, int]:
         return _answer(503, error="queue unavailable, resend later")
     if why:
         return _answer(200, status="ignored", reason=why)
-    data = event_to_dict(event)
-    payload_json = _utf8_json(data)
-    if payload_json is None:
-        return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
-    return _queue(deps, body, TASK_FOR[event.kind], data, payload_json, str(kind), event.project_id)
+    return _queue(deps, body, TASK_FOR[event.kind], event_to_dict(event), str(kind), event.project_id)
 
 
 def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Response, int]:
@@ -146,17 +142,17 @@ def _note_hook(deps: WebhookDeps, body: bytes, payload: object) -> tuple[Respons
     why = why_not_a_command(note)
     if why:
         return _answer(200, status="ignored", reason=why)
-    data = note_to_dict(note)
-    payload_json = _utf8_json(data)
-    if payload_json is None:
-        return _answer(400, error=f"invalid {NOTE_HOOK}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
-    return _queue(deps, body, COMMAND_TASK, data, payload_json, NOTE_HOOK, note.project_id)
+    return _queue(deps, body, COMMAND_TASK, note_to_dict(note), NOTE_HOOK, note.project_id)
 
 
 def _queue(
-    deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], payload_json: str, kind: str, project_id: int
+    deps: WebhookDeps, body: bytes, task: str, data: dict[str, Any], kind: str, project_id: int
 ) -> tuple[Response, int]:
-    """Dedupe, record in the inbox, enqueue: 202, or 503 when Redis or the broker cannot take it."""
+    """Dedupe, record in the inbox, enqueue: 202; 400 for text Redis cannot hold; 503 when Redis or the broker
+    cannot take it."""
+    payload_json = _utf8_json(data)
+    if payload_json is None:
+        return _answer(400, error=f"invalid {kind}: text holds unpaired surrogates (\\ud800-\\udfff escapes)")
     # Authentication passed already: a signature that is present was verified (with the key configured).
     signed = bool(deps.settings.signing_key.get_secret_value()) and "webhook-signature" in request.headers
     key = _delivery_key(body, signed)
