@@ -1081,7 +1081,9 @@ class GitLabState:
             if p.path_with_namespace.rpartition("/")[0] == group.full_path
             or (subgroups and p.path_with_namespace.startswith(group.full_path + "/"))
         ]
-        return [self.project_api(p) for p in sorted(mine, key=lambda p: -p.id)]
+        # Lists carry no `permissions` (API::Entities::ProjectWithAccess is for GET /projects/:id only).
+        listed = [self.project_api(p) for p in sorted(mine, key=lambda p: -p.id)]
+        return [{k: v for k, v in p.items() if k != "permissions"} for p in listed]
 
     @locked
     def list_hooks(self, project: Project | None = None, group: Group | None = None) -> list[dict[str, Any]]:

@@ -175,7 +175,13 @@ class _GitLabDoctor:
         yield Line(
             Level.INFO, subject, f"matches {count}" + (f"; the first {GLOB_PROJECTS_CHECKED} checked" if more else "")
         )
-        for project in matched[:GLOB_PROJECTS_CHECKED]:
+        for listed_project in matched[:GLOB_PROJECTS_CHECKED]:
+            # A list entry has no `permissions` (only GET /projects/:id does): read each project for its role.
+            try:
+                project = self.api.project(int(listed_project["id"]))
+            except (PermanentError, TransientError) as exc:
+                yield Line(Level.WARN, f"gitlab {listed_project.get('path_with_namespace')}", f"not readable ({exc})")
+                continue
             yield from self.role(f"gitlab {project.get('path_with_namespace')}", project, user)
             yield from repo_lines(self.settings, self.api, entry, project)
 
