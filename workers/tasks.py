@@ -148,7 +148,6 @@ def _handle_pipeline(task: Task, payload: dict) -> None:
             sha=event.sha,
             not_gated=tuple((n.repository, n.push_job) for n in plan.not_gated),
             push_jobs=tuple(sorted({i.push_job for i in plan.gated})),
-            source=resolved.source,
         )
     )
     if resolved.problems:

@@ -51,7 +51,6 @@ class PipelinePlan:
     sha: str
     not_gated: tuple[tuple[str, str], ...] = ()  # (repository, push job)
     push_jobs: tuple[str, ...] = ()  # push jobs of the gated images (the receiver filters Job Hooks by them)
-    source: str = ""  # "central config" or the repo file
 
 
 class PipelineRecords:
@@ -117,7 +116,6 @@ class PipelineRecords:
                 "sha": plan.sha,
                 "not_gated": [list(x) for x in plan.not_gated],
                 "push_jobs": list(plan.push_jobs),
-                "source": plan.source,
             }
         )
         index = self._k(f"plans:{plan.project_id}:{plan.sha}")
@@ -140,7 +138,6 @@ class PipelineRecords:
             sha=str(data["sha"]),
             not_gated=tuple((str(r), str(j)) for r, j in data["not_gated"]),
             push_jobs=tuple(str(j) for j in data["push_jobs"]),
-            source=str(data.get("source", "")),
         )
 
     def plans_for_commit(self, project_id: int, sha: str) -> list[PipelinePlan]:
