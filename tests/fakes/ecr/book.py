@@ -8,9 +8,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import DEFAULT_ACCOUNT
+from .steps import is_final
+
+if TYPE_CHECKING:
+    from .events import EventSpec
 
 _MAX_STORED_ANSWERS = 10_000  # paged answers kept for nextToken reads; oldest dropped first
 
@@ -40,11 +44,47 @@ class _Script:
     digest: str | None
     registry_id: str | None
     steps: list[dict[str, Any]]
-    served: int = 0
+    events: EventSpec | None = None
+    registered_at: float = field(default_factory=time.time)
+    current: int = 0  # the step the next call gets
+    entered_at: float = 0.0  # when `current` became current (a timed step's end is due at entered_at + for_s)
+    # When the timeline first moves onto a final step (steps.is_final), from registration time plus the
+    # for_s before it: known as soon as only timed steps lead there, so it may lie ahead of now.
+    timeline_completed_at: float | None = None
+    final_step: int | None = None  # the index of that step
+    events_claimed: bool = False  # the scan event is scheduled (once per timeline)
+    book_key: tuple[str, str | None, str, str | None, str | None] | None = None  # set by _Book.add
     completed_at: float | None = None  # first answer with findings; repeats keep it, as ECR's do
+
+    def __post_init__(self) -> None:
+        self.entered_at = self.entered_at or self.registered_at
 
     def covers(self, registry_id: str) -> bool:
         return self.registry_id is None or self.registry_id == registry_id
+
+    def advance(self, now: float) -> None:
+        """Move past timed steps whose time is up. Caller holds the book's lock."""
+        while self.current < len(self.steps) - 1:
+            for_s = self.steps[self.current].get("for_s")
+            if for_s is None or now < self.entered_at + for_s:
+                return
+            self.entered_at += for_s  # the scheduled moment, not when a caller happened to look
+            self.current += 1
+
+    def project(self) -> None:
+        """Fix timeline_completed_at once the path from the current step to a final one is all timed steps."""
+        if self.timeline_completed_at is not None:
+            return
+        at, index, last = self.entered_at, self.current, len(self.steps) - 1
+        while True:
+            step = self.steps[index]
+            if is_final(step, index == last):
+                self.timeline_completed_at, self.final_step = at, index
+                return
+            if "for_s" not in step or index == last:
+                return  # a per-call step (or the end) lies between: completion waits for calls
+            at += step["for_s"]
+            index += 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +96,7 @@ class _CallContext:
     image_id: Mapping[str, str]  # as the caller asked
     next_token: bool = False
     caller_account: str = DEFAULT_ACCOUNT
+    arrived: float | None = None  # time.time() at arrival: a timeline answers as of then
 
 
 @dataclass
@@ -70,6 +111,8 @@ class _Book:
     def add(self, script: _Script) -> None:
         key = (script.op, script.registry_id, script.repository, script.tag, script.digest)
         with self.lock:
+            script.book_key = key  # kept: the digest may be filled in later, the key is not
+            script.project()  # a first step that is final, or only timed steps before one
             self.scripts[key] = script  # registering the same image again starts a fresh timeline
 
     def _find(
@@ -93,6 +136,25 @@ class _Book:
         with self.lock:
             return self._find(op, registry_id, repository, tag, digest, exact=True) is not None
 
+    def script_for(
+        self, op: str, registry_id: str, repository: str, tag: str | None, digest: str | None
+    ) -> _Script | None:
+        with self.lock:
+            return self._find(op, registry_id, repository, tag, digest)
+
+    def registered(self, script: _Script) -> bool:
+        """False once reset or replaced by a script for the same image: its timeline is over unseen."""
+        with self.lock:
+            return script.book_key is not None and self.scripts.get(script.book_key) is script
+
+    def claim_events(self, script: _Script) -> float | None:
+        """The completion time, the first time it is known for a script with events; None otherwise."""
+        with self.lock:
+            if script.events is None or script.events_claimed or script.timeline_completed_at is None:
+                return None
+            script.events_claimed = True
+            return script.timeline_completed_at
+
     def unresolved(self, op: str, repository: str) -> list[_Script]:
         with self.lock:
             return [
@@ -111,16 +173,22 @@ class _Book:
             return script.digest
 
     def take(
-        self, op: str, registry_id: str, repository: str, tag: str | None, digest: str | None
+        self, op: str, registry_id: str, repository: str, tag: str | None, digest: str | None, now: float | None = None
     ) -> tuple[_Script, dict[str, Any], int] | None:
-        """Match and consume one step: the last step repeats forever."""
+        """Match and answer from the current step: a timed one stays until its time is up, any other is
+        consumed by this call. The last step repeats forever."""
+        now = time.time() if now is None else now
         with self.lock:
             script = self._find(op, registry_id, repository, tag, digest)
             if script is None:
                 return None
-            index = min(script.served, len(script.steps) - 1)
-            script.served += 1
-            return script, script.steps[index], index
+            script.advance(now)
+            index = script.current
+            step = script.steps[index]
+            if "for_s" not in step and index < len(script.steps) - 1:
+                script.current, script.entered_at = index + 1, now
+                script.project()
+            return script, step, index
 
     def store(self, body: dict[str, Any], step: int) -> str:
         """Keep a paged answer for its follow-up pages; returns the id its nextTokens carry."""

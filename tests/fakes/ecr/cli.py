@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"AWS_ENDPOINT_URL={double.endpoint_url}", flush=True)
         print(
             f"ECR double: {double.endpoint_url} (moto at {double.moto_url}); control: "
-            f"{double.endpoint_url}/_ecr/{{info,script,calls,reset}}",
+            f"{double.endpoint_url}/_ecr/{{info,script,calls,reset,completion,queues,send_event,queue_messages,events_sent}}",
             flush=True,
         )
         try:

@@ -123,6 +123,16 @@ def _dummy_client(endpoint_url: str, region: str, attempts: int = 1, **config: A
     )
 
 
+def _sqs_client(endpoint_url: str, region: str) -> Any:
+    return boto3.client(
+        "sqs",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def _post_json(url: str, payload: Mapping[str, Any], method: str = "POST") -> Any:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), method=method, headers={"Content-Type": "application/json"}

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from botocore.exceptions import ClientError
+
 from .book import Call, _CallContext, _Script
 from .builders import _default_message, scan_body
 from .constants import _ERROR_HTTP, _STATUS_OPS, SCAN_OP
@@ -103,6 +105,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             _asked_image(request),
             next_token=bool(token),
             caller_account=double.account_id,
+            arrived=self._arrived,
         )
         if isinstance(token, str) and token.startswith(_TOKEN_PREFIX):
             self._next_page(ctx, request, token)
@@ -204,8 +207,42 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     digest=payload.get("digest"),
                     op=payload.get("op", SCAN_OP),
                     registry_id=payload.get("registry_id"),
+                    events=payload.get("events"),
                 )
                 self._send_json(200, {"digest": digest})
+            elif route == ("GET", "/_ecr/completion"):
+                asked = _query(self.path)
+                completed_at = double.completion_time(
+                    _required(asked, "repository"),
+                    tag=asked.get("tag"),
+                    digest=asked.get("digest"),
+                    op=asked.get("op", SCAN_OP),
+                    registry_id=asked.get("registry_id"),
+                )
+                self._send_json(200, {"completed_at": completed_at})
+            elif route == ("POST", "/_ecr/queues"):
+                url = double.create_queue(
+                    _required(payload, "name"),
+                    dead_letter=bool(payload.get("dead_letter", False)),
+                    max_receives=payload.get("max_receives"),
+                    visibility_timeout=payload.get("visibility_timeout"),
+                )
+                self._send_json(200, {"queue_url": url})
+            elif route == ("GET", "/_ecr/queues"):
+                self._send_json(200, {"queue_url": double.queue_url(_required(_query(self.path), "name"))})
+            elif route == ("POST", "/_ecr/send_event"):
+                message_id = double.send_event(_required(payload, "queue_url"), _required(payload, "body"))
+                self._send_json(200, {"message_id": message_id})
+            elif route == ("POST", "/_ecr/queue_messages"):
+                messages = double.queue_messages(
+                    _required(payload, "queue_url"),
+                    wait_s=payload.get("wait_s", 0),
+                    delete=bool(payload.get("delete", True)),
+                    max_messages=payload.get("max_messages", 100),
+                )
+                self._send_json(200, {"messages": messages})
+            elif route == ("GET", "/_ecr/events_sent"):
+                self._send_json(200, {"events": [asdict(e) for e in double.events_sent()]})
             elif route == ("GET", "/_ecr/calls"):
                 query = parse_qs(urlsplit(self.path).query)
                 calls = double.calls(op=query.get("op", [None])[0], repository=query.get("repository", [None])[0])
@@ -219,11 +256,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"no control route {self.command} {path}"})
         except (ValueError, TypeError) as exc:
             self._send_json(400, {"error": str(exc)})
+        except ClientError as exc:  # moto refused a set-up call (e.g. no such queue): the caller's mistake
+            self._send_json(400, {"error": str(exc)})
 
     # -- wire ------------------------------------------------------------------------------
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         host, port = self.server.double._moto_address
+        # 60 s, botocore's own read timeout: well above an SQS long poll's 20 s WaitTimeSeconds.
         conn = http.client.HTTPConnection(host, port, timeout=60)
         try:
             # The request goes on as it came: same method, path, headers (Host included) and body.
@@ -297,3 +337,7 @@ def _required(payload: Mapping[str, Any], key: str) -> Any:
     if key not in payload:
         raise ValueError(f"missing {key!r}")
     return payload[key]
+
+
+def _query(path: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}

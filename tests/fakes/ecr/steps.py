@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .builders import load_fixture
 from .constants import _ERROR_HTTP, _STATUS_OPS, SCAN_OP, SCAN_STATUSES
 
-# Step keys by kind; "delay_s" and "repeat" go with any kind.
-_COMMON_KEYS = frozenset({"delay_s", "repeat"})
+# Step keys by kind; "delay_s", "for_s" and "repeat" go with any kind.
+_COMMON_KEYS = frozenset({"delay_s", "for_s", "repeat"})
 _KIND_KEYS = {
     "status": frozenset({"status", "description", "findings", "enhanced_findings", "counts", "no_findings_object"}),
     "error": frozenset({"error", "http", "message"}),
     "moto": frozenset({"moto"}),
     "response": frozenset({"response", "retarget"}),
 }
+# Scan statuses after which ECR's answer no longer changes (ACTIVE counts once it lists findings).
+_FINAL_STATUSES = frozenset({"COMPLETE", "FAILED", "UNSUPPORTED_IMAGE"})
 
 
 def normalize_steps(steps: Sequence[Mapping[str, Any]], op: str = SCAN_OP) -> list[dict[str, Any]]:
-    """Check steps, load fixtures and expand "repeat"; raises ValueError naming the bad step."""
+    """Check steps, load fixtures and expand "repeat"; raises ValueError naming the bad step.
+
+    A step with "for_s" answers every call for that many seconds after it became current, then the
+    next step is current; a step without answers one call. "repeat" copies a step, its for_s too.
+    """
     if isinstance(steps, Mapping) or not steps:
         raise ValueError("steps must be a non-empty list of step objects")
     out: list[dict[str, Any]] = []
@@ -79,6 +86,33 @@ def _check_common(step: Mapping[str, Any]) -> None:
     repeat = step.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
+    if "for_s" in step:
+        for_s = step["for_s"]
+        if isinstance(for_s, bool) or not isinstance(for_s, int | float) or not math.isfinite(for_s) or for_s <= 0:
+            raise ValueError(f"for_s must be a number of seconds > 0 (how long the step answers), got {for_s!r}")
+
+
+def is_final(step: Mapping[str, Any], last: bool) -> bool:
+    """Whether a normalized step's answer ends the scan: the moment a timeline moves onto it is its completion.
+
+    COMPLETE, FAILED, UNSUPPORTED_IMAGE and ACTIVE-with-findings are final, from a status or a recorded
+    response step. An error step is final only as the last step (it then stands for good); earlier, like
+    a throttle or a ScanNotFound before the scan starts, the timeline goes on past it. A moto step is
+    never final: moto decides what it answers, not the script.
+    """
+    if "error" in step:
+        return last
+    if "status" in step:
+        status = step["status"]
+        listed = ("findings" in step or "enhanced_findings" in step) and not step.get("no_findings_object")
+    elif "response" in step:
+        body = step["response"]
+        scan_status = body.get("imageScanStatus")
+        status = scan_status.get("status") if isinstance(scan_status, Mapping) else None
+        listed = isinstance(body.get("imageScanFindings"), Mapping)
+    else:
+        return False
+    return status in _FINAL_STATUSES or (status == "ACTIVE" and listed)
 
 
 def _check_status_step(step: Mapping[str, Any], op: str) -> None:
