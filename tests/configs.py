@@ -24,7 +24,13 @@ def harness_defaults() -> dict[str, Any]:
         # A key prefix of its own: test sessions running at once on one Redis never see each other's work.
         "redis": {"url": REDIS_URL, "key_prefix": f"esgtest-{secrets.token_hex(4)}"},
         "policy": {"fail_on": ["CRITICAL", "HIGH"], "max_listed": 5},
-        "scan": {"poll_interval_s": 1, "timeout_s": 12, "not_found_grace_s": 2, "backoff_max_s": 2},
+        "scan": {
+            "poll_interval_s": 1,
+            "timeout_s": 12,
+            "not_found_grace_s": 2,
+            "backoff_max_s": 2,
+            "enhanced_settle_s": 1,
+        },
         "ecr": {"rate_per_s": 100, "burst": 100},
         "sweep": {"interval_s": 2, "stuck_after_s": 5},
         "celery": {"visibility_timeout_s": 60},

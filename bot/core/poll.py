@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, replace
 from datetime import date
 
 from bot.core.errors import TransientError
 from bot.core.markdown import clean
-from bot.core.models import Image, Reason, ScanResult, Verdict
+from bot.core.models import Image, Phase, Reason, ScanResult, Verdict
 from bot.core.policy import Policy, decide, failed_verdict
-from bot.core.risk import utc_day
+from bot.core.risk import finding_key, utc_day
 from bot.core.settings import ScanSettings
 
 # Not-found answers can be ECR's eventual consistency right after a push; only these are asked again.
@@ -31,6 +32,9 @@ class Progress:
     # comes by the deadline, that is the real cause, not a "timeout".
     withheld: str = ""
     withheld_detail: str = ""
+    # Enhanced (Inspector) findings keep arriving after the scan says it is done: the mark of the last
+    # complete read, and a verdict only once a second read agrees with it (or at the deadline).
+    settled: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ def backoff(failures: int, cap: float, rng: random.Random) -> float:
 def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
     """True when a not-found answer came too soon after the push to be believed yet."""
     return result.reason in GRACE_REASONS and elapsed_s < grace_s
+
+
+def findings_mark(result: ScanResult) -> str:
+    """What two reads of the same findings share: counts and each finding's id, package, severity and status."""
+    rows = sorted(f"{finding_key(f)}|{f.severity.value}|{f.status}" for f in result.findings)
+    counts = sorted(f"{sev.value}={n}" for sev, n in result.counts.items())
+    return hashlib.sha256("\n".join([*counts, *rows]).encode()).hexdigest()[:32]
 
 
 def timeout(image: Image, progress: Progress, now: float, how: str = "") -> Finish:
@@ -158,6 +169,10 @@ def next_step(
     )
     # A not-found answer still standing at the deadline is the answer (not a timeout): it says why.
     if answer.is_final and (not early or remaining <= 0):
+        if answer.phase is Phase.COMPLETE and answer.enhanced and remaining > 0:
+            mark = findings_mark(answer)
+            if mark != progress.settled:
+                return Wait(min(scan.enhanced_settle_s, remaining), image, replace(progress, settled=mark))
         verdict = decide(answer, policy, image, today or utc_day(now))
         return Finish(
             verdict if verdict.digest or not image.digest else replace(verdict, digest=image.digest), image, progress

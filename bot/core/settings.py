@@ -204,6 +204,10 @@ class ScanSettings(_Model):
     not_found_grace_s: float = Field(60.0, ge=0)
     # Cap on the jittered backoff after throttling or a 5xx.
     backoff_max_s: float = Field(60.0, ge=1)
+    # Inspector adds findings for a while after its scan is done: a verdict on enhanced findings waits for a
+    # second read this long after the first that agrees with it. 10 s: Inspector's findings for one image
+    # arrive within seconds of each other; the cost is one more call per enhanced gate.
+    enhanced_settle_s: float = Field(10.0, ge=0)
     # DescribeImageScanFindings page size (ECR maximum is 1000).
     page_size: int = Field(1000, ge=1, le=1000)
 
@@ -232,6 +236,43 @@ class CelerySettings(_Model):
     visibility_timeout_s: int = Field(600, ge=4)
 
 
+class EventsSettings(_Model):
+    """The `events` process: scan and push events from EventBridge through SQS. Off while queue_url is empty."""
+
+    queue_url: str = ""
+    # The queue's region; "" = the region in queue_url (sqs.<region>.amazonaws.com) or the default chain's.
+    region: str = ""
+    # Poison messages (not JSON, not an event we know) are moved here at once; "" = leave them to the
+    # queue's redrive policy (maxReceiveCount), which doctor checks for.
+    dead_letter_url: str = ""
+    # 20 s is SQS's longest long poll: one ReceiveMessage per 20 s per idle process, answered at once
+    # when a message arrives.
+    wait_s: int = Field(20, ge=0, le=20)
+    # SQS's maximum batch: fewer calls per message under load.
+    batch: int = Field(10, ge=1, le=10)
+    # A received message is hidden this long; the process deletes it once its work is queued (well under
+    # a second), so 60 s only matters when the process dies mid-batch: the message comes back then.
+    visibility_timeout_s: int = Field(60, ge=5, le=43200)
+    # With events on, a polling gate is read when its scan event arrives; this is the poll interval when
+    # none has (yet): events are best effort, so polling still finds every verdict, only later.
+    backstop_interval_s: float = Field(60.0, ge=1)
+    # A push of a configured repository with no gate after this long is config drift (counted, logged):
+    # long enough for the pipeline's own events to arrive after the push.
+    drift_after_s: float = Field(300.0, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.queue_url)
+
+    @property
+    def queue_region(self) -> str:
+        """The queue's region: configured, else read from an sqs.<region>.amazonaws.com URL, else ""."""
+        if self.region:
+            return self.region
+        found = re.match(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com/", self.queue_url)
+        return found.group(1) if found else ""
+
+
 class ImageSettings(_Model):
     repository: TemplatedRepository  # may hold {project_name}, {project_path}, {group} (central config only)
     tag: Tag = "{short_sha}"
@@ -254,6 +295,13 @@ class ImageSettings(_Model):
         if not _ECR_REPOSITORY_RE.fullmatch(repository):
             raise ValueError(f"{self.repository!r} gives {repository[:80]!r} here: not a valid ECR repository name")
         return self.model_copy(update={"repository": repository})
+
+    def matches_repository(self, repository: str, region: str) -> bool:
+        """True when this (maybe templated) image names `repository` in `region`: a placeholder matches any text."""
+        if region != self.region:
+            return False
+        pattern = _TAG_FIELD_RE.sub("*", self.repository.replace("[", "[[]"))
+        return fnmatch.fnmatchcase(repository, pattern)
 
     def render_tag(self, sha: str, ref: str, pipeline_id: int) -> str:
         values = {
@@ -319,17 +367,40 @@ class Settings(_Model):
     ecr: EcrSettings = EcrSettings()
     sweep: SweepSettings = SweepSettings()
     celery: CelerySettings = CelerySettings()
+    events: EventsSettings = EventsSettings()
     projects: tuple[ProjectSettings, ...] = ()
     # Secrets: from the environment only, never from the file; SecretStr keeps them out of reprs and dumps.
     gitlab_token: SecretStr = SecretStr("")
     webhook_secrets: tuple[SecretStr, ...] = ()
     signing_key: SecretStr = SecretStr("")
 
+    @model_validator(mode="after")
+    def _backstop(self) -> Settings:
+        if self.events.enabled and self.events.backstop_interval_s > self.sweep.stuck_after_s:
+            # The sweep takes a gate unread for stuck_after_s as lost: the backstop must come sooner.
+            raise ValueError(
+                f"[events] backstop_interval_s ({self.events.backstop_interval_s:g}) must not exceed "
+                f"[sweep] stuck_after_s ({self.sweep.stuck_after_s:g})"
+            )
+        return self
+
     def project_for(self, project_id: int, path: str) -> ProjectSettings | None:
         for project in self.projects:
             if project.matches(project_id, path):
                 return project
         return None
+
+    def polling(self) -> ScanSettings:
+        """The bot's polling rule settings: with events on, a scan's event wakes its gate, so the interval
+        between reads without one is the longer backstop."""
+        if not self.events.enabled:
+            return self.scan
+        interval = max(self.scan.poll_interval_s, self.events.backstop_interval_s)
+        return self.scan.model_copy(update={"poll_interval_s": interval})
+
+    def all_images(self) -> tuple[ImageSettings, ...]:
+        """Every image the central config names (templated ones as written)."""
+        return tuple(image for project in self.projects for image in project.images)
 
     def status_name(self, repository: str) -> str:
         return f"{self.gitlab.status_prefix}/{repository}"
