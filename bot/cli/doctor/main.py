@@ -1,4 +1,4 @@
-"""`doctor`: check the GitLab and ECR setup behind most silent passes; one line per check, with its fix."""
+"""`doctor`: check the GitLab, ECR and events setup behind most silent passes; one line per check, with its fix."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 
 from bot.adapters.ecr import EcrApi
 from bot.cli.doctor.ecr import ecr_lines
+from bot.cli.doctor.events import events_lines
 from bot.cli.doctor.gitlab import gitlab_lines
 from bot.cli.doctor.lines import Level, Line
 from bot.config import load_settings
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         config_lines(settings),
         gitlab_lines(settings, env),
         ecr_lines(settings, EcrApi(settings.ecr), args.start_scan),
+        events_lines(settings),  # the SQS/EventBridge checks; one INFO line while [events] is off
     ):
         for line in source:
             counts[line.level] += 1
