@@ -41,6 +41,7 @@ def write_config(
     poll_interval: float | None = None,
     grace: float | None = None,
     projects: list[dict[str, Any]] | None = None,
+    events: dict[str, Any] | None = None,
 ) -> Path:
     """The harness's config (tests.configs holds the defaults); only the values given here override them."""
     given = {
@@ -55,6 +56,8 @@ def write_config(
     }
     if projects is not None:
         sections["projects"] = projects
+    if events is not None:
+        sections["events"] = events
     return configs.write_config(path, gitlab={"url": gitlab_url}, **sections)
 
 
@@ -159,6 +162,11 @@ def celery_worker(env: dict[str, str], log_dir: Path, name: str = "worker", conc
 def celery_beat(env: dict[str, str], log_dir: Path) -> Process:
     argv = _celery("beat", "--schedule", str(log_dir / "beat-schedule"))
     return Process("beat", argv, env, log_dir, ready="beat: Starting")
+
+
+def events_process(env: dict[str, str], log_dir: Path) -> Process:
+    """The Procfile's events process: SQS long polls, one task queued per event."""
+    return Process("events", [sys.executable, "-m", "workers.events"], env, log_dir, ready="consuming")
 
 
 def web_server(env: dict[str, str], log_dir: Path, port: int, *options: str, app: tuple[str, ...] = ()) -> Process:

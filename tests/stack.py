@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,21 @@ class Stack:
     """gunicorn + worker(s) + beat against our own Redis, the fake GitLab and the ECR double."""
 
     def __init__(
-        self, workdir: Path, *, workers: int = 1, concurrency: int = 4, beat: bool = True, **config: Any
+        self,
+        workdir: Path,
+        *,
+        workers: int = 1,
+        concurrency: int = 4,
+        beat: bool = True,
+        events: dict[str, Any] | None = None,
+        **config: Any,
     ) -> None:
         self.workdir = workdir
+        # With `events` ([events] settings beyond queue_url), an SQS queue on the double's moto and the events
+        # process; the queue's URL is filled in at start.
+        self.events_config = events
+        self.queue_url = self.dead_letter_url = ""
+        self.events: harness.Process | None = None
         self.n_workers, self.concurrency, self.with_beat = workers, concurrency, beat
         # visibility 24 s: a killed worker's tasks return within the suite's patience, and the countdown
         # cap (12 s) still exceeds the note retry floor (2 × GitLab timeout of 5 s).
@@ -114,16 +127,28 @@ class Stack:
         self.gitlab.start()
         self.ecr.start()
         harness.ensure_repositories(self.ecr)
+        if self.events_config is not None:
+            name = f"gate-events-{free_port()}"
+            self.queue_url = self.ecr.create_queue(name, max_receives=3)
+            self.dead_letter_url = self.ecr.queue_url(f"{name}-dlq")
+            self.config_options["events"] = {
+                "queue_url": self.queue_url,
+                "dead_letter_url": self.dead_letter_url,
+                **self.events_config,
+            }
         config = harness.write_config(
             self.workdir / "config.toml", self.gitlab.url, self.redis.url, **self.config_options
         )
         self.env = harness.stack_env(config, self.ecr)
+        self.prefix = tomllib.loads(config.read_text())["redis"]["key_prefix"]
         self.web = harness.web_server(self.env, self.workdir, self.web_port, "--workers", "2").start()
         harness.wait_for(self._web_up, 30, "gunicorn to answer")
         for i in range(self.n_workers):
             self.start_worker(i)
         if self.with_beat:
             self.beat = harness.celery_beat(self.env, self.workdir).start()
+        if self.events_config is not None:
+            self.events = harness.events_process(self.env, self.workdir).start()
         return self
 
     def _web_up(self) -> bool:
@@ -160,7 +185,7 @@ class Stack:
         return redis.Redis.from_url(self.redis.url, decode_responses=True)
 
     def stop(self) -> None:
-        for proc in [self.beat, *self.workers, self.web]:
+        for proc in [self.events, self.beat, *self.workers, self.web]:
             if proc is not None:
                 proc.stop()
         self.redis.stop()

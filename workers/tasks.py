@@ -56,12 +56,22 @@ def _enqueue_poll(gate_key: str, gen: int, countdown: float = 0.0) -> None:
 
 
 def _start_polling(gate: Gate) -> None:
-    progress = rule.start(time.time(), runtime().settings.scan)
-    gen = runtime().store.start_polling(gate.key, progress.polling_since, progress.deadline)
+    rt = runtime()
+    progress = rule.start(time.time(), rt.settings.scan)
+    gen = rt.store.start_polling(gate.key, progress.polling_since, progress.deadline)
     if gen:
         log.info("gate %s: push job succeeded, polling ECR for %s:%s", gate.key, gate.repository, gate.image.tag)
-        _enqueue_poll(gate.key, gen)
+        _enqueue_poll(gate.key, gen, _first_poll_after(gate))
         sync.delay(gate.key)
+
+
+def _first_poll_after(gate: Gate) -> float:
+    """Read ECR at once, unless events are on and this image's scan has not finished yet: then its scan event
+    wakes the poll (registry_events.wake), and the backstop interval only covers a lost event."""
+    rt = runtime()
+    if not rt.settings.events.enabled or rt.store.seen("scan", gate.image):
+        return 0.0
+    return capped(rt.settings.polling().poll_interval_s)
 
 
 def _end(gate: Gate, no_push: NoPush) -> None:
@@ -267,7 +277,7 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     policy = policy_for(settings, gate)
     if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE:
         policy = _in_context(gate, policy)
-    step = rule.next_step(gate.image, gate.progress, answer, now, settings.scan, policy, _rng)
+    step = rule.next_step(gate.image, gate.progress, answer, now, settings.polling(), policy, _rng)
     if isinstance(step, rule.Finish):
         if rt.store.finish(gate_key, step.verdict, step.image, step.progress):
             log.info("gate %s: %s (%s)", gate_key, step.verdict.reason.value, step.verdict.summary)

@@ -12,7 +12,8 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
-from bot.adapters.records import CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
+from bot.adapters.records import ACCEPT_AND_QUEUE, CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
+from bot.adapters.watch import KNOWN_REPOSITORIES, WatchRecords, image_watch_key, watch_key
 from bot.core.gate import Gate, commit_key
 from bot.core.models import Image, Verdict, dump_verdict
 from bot.core.poll import Progress
@@ -22,11 +23,14 @@ OPEN = "open"  # sorted set of unfinished gate keys, scored by creation time
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[4])
 return 1
 """
 # waiting -> polling, once. Returns the new poll generation, 0 if another writer got there first.
@@ -47,10 +51,15 @@ local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
 redis.call('HSET', KEYS[1], 'last_progress', ARGV[2])
 return gen
 """
+# KEYS[2], when given: the watch set of the digest ECR named, so a scan event naming only the digest finds it.
 _PROGRESS = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'polling' then return 0 end
 if redis.call('HGET', KEYS[1], 'poll_gen') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], redis.call('TTL', KEYS[1]))
+end
 return 1
 """
 # Any state -> done, exactly once: the first verdict wins, later writers see 0.
@@ -143,7 +152,7 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     return _GATE.validate_python({**own, **nested})
 
 
-class Store(PipelineRecords, ProjectRecords):
+class Store(PipelineRecords, ProjectRecords, WatchRecords):
     """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:
@@ -158,6 +167,7 @@ class Store(PipelineRecords, ProjectRecords):
         self._take = client.register_script(_TAKE)
         self._newest = client.register_script(_NEWEST)
         self._claim_accept = client.register_script(CLAIM_AND_ACCEPT)
+        self._accept_queue = client.register_script(ACCEPT_AND_QUEUE)
         self._restart = client.register_script(_RESTART)
 
     @classmethod
@@ -175,9 +185,16 @@ class Store(PipelineRecords, ProjectRecords):
     def create(self, gate: Gate) -> bool:
         gate = gate if gate.created_at else replace(gate, created_at=time.time())
         flat = [x for kv in to_hash(gate).items() for x in kv]
-        keys = [self._k(gate.key), self._k(commit_key(gate.project_id, gate.sha)), self._k(OPEN)]
-        # The commit set and the open set hold relative keys; ARGV carries the relative gate key too.
-        return bool(self._create(keys=keys, args=[self.ttl, gate.created_at, gate.key, *flat]))
+        keys = [
+            self._k(gate.key),
+            self._k(commit_key(gate.project_id, gate.sha)),
+            self._k(OPEN),
+            self._k(image_watch_key(gate.image)),
+            self._k(KNOWN_REPOSITORIES),
+        ]
+        # The commit, open and watch sets hold relative keys; ARGV carries the relative gate key too.
+        known = f"{gate.image.region}/{gate.repository}"
+        return bool(self._create(keys=keys, args=[self.ttl, gate.created_at, gate.key, known, *flat]))
 
     def get(self, key: str) -> Gate | None:
         raw = cast(dict[str, str], self.r.hgetall(self._k(key)))  # decode_responses: replies are str
@@ -193,7 +210,10 @@ class Store(PipelineRecords, ProjectRecords):
     def save_progress(self, key: str, gen: int, image: Image, progress: Progress, now: float) -> bool:
         """Record a poll's progress (and the pinned digest), if this run still holds generation `gen`."""
         values = _progress_fields(image, progress) | {"last_progress": str(now)}
-        return bool(self._progress(keys=[self._k(key)], args=[gen, *_pairs(values)]))
+        keys = [self._k(key)]
+        if image.digest:
+            keys.append(self._k(watch_key(image.region, image.repository, image.digest)))
+        return bool(self._progress(keys=keys, args=[gen, key, *_pairs(values)]))
 
     def finish(self, key: str, verdict: Verdict, image: Image | None = None, progress: Progress | None = None) -> bool:
         """Record the verdict, exactly once: False when the gate was already done (another writer won)."""
