@@ -12,6 +12,11 @@ from bot.core.settings import Settings
 QUEUE = "ecr-scan-gate"
 
 
+def celery_prefix(key_prefix: str) -> str:
+    """Where kombu keeps the queues and its bookkeeping in Redis: under the deployment's own key prefix."""
+    return f"{key_prefix}:celery:"
+
+
 def make_celery(settings: Settings) -> Celery:
     """The app without any task code: the web process only sends tasks by name (workers/main.py adds them)."""
     app = Celery("ecr_scan_gate", broker=settings.redis.url)
@@ -38,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, settings.celery.visibility_timeout_s // 4),
             "unacked_restore_throttle": 1,
             # Queues and Celery's bookkeeping live under the same prefix as the gate records.
-            "global_keyprefix": f"{settings.redis.key_prefix}:celery:",
+            "global_keyprefix": celery_prefix(settings.redis.key_prefix),
         },
         # The webhook must answer within GitLab's 10 s: publishing gives up after ~3 s and the
         # receiver answers 503 instead (GitLab records the failure; the delivery can be resent).

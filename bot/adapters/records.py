@@ -10,6 +10,7 @@ from typing import Any, cast
 import redis
 from pydantic import TypeAdapter
 
+from bot.adapters.task_message import task_message
 from bot.core.commands import AuditEntry
 from bot.core.models import Acceptance
 
@@ -22,6 +23,17 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('HSET', KEYS[2], 'task', ARGV[2], 'payload', ARGV[3], 'at', ARGV[4], 'replays', '0')
   redis.call('EXPIRE', KEYS[2], ARGV[5])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+  return 1
+end
+return 0
+"""
+# The same, and the task's message pushed onto Celery's queue (KEYS[4], ARGV[7]): the receiver's one round trip.
+ACCEPT_AND_QUEUE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'task', ARGV[2], 'payload', ARGV[3], 'at', ARGV[4], 'replays', '0')
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+  redis.call('LPUSH', KEYS[4], ARGV[7])
   return 1
 end
 return 0
@@ -64,6 +76,7 @@ class PipelineRecords:
 
     # --- inbox -------------------------------------------------------------------------------------
     _claim_accept: Any  # Store's CLAIM_AND_ACCEPT script
+    _accept_queue: Any  # Store's ACCEPT_AND_QUEUE script
 
     def claim_and_accept(
         self, delivery_key: str, dedupe_ttl_s: int, delivery_id: str, task: str, payload_json: str
@@ -76,6 +89,18 @@ class PipelineRecords:
         keys = [self._k(f"delivery:{delivery_key}"), self._k(f"{INBOX}:{delivery_id}"), self._k(INBOX)]
         args = [dedupe_ttl_s, task, payload_json, time.time(), INBOX_TTL_S, delivery_id]
         return bool(self._claim_accept(keys=keys, args=args))
+
+    def accept_and_queue(
+        self, delivery_key: str, dedupe_ttl_s: int, delivery_id: str, task: str, payload_json: str, queue_key: str
+    ) -> str | None:
+        """claim_and_accept and the task queued, atomically in one round trip: the task id, None for a duplicate.
+
+        Nothing is half done: a Redis failure raises with nothing claimed, so GitLab's resend is accepted.
+        """
+        task_id, message = task_message(task, payload_json, delivery_id)
+        keys = [self._k(f"delivery:{delivery_key}"), self._k(f"{INBOX}:{delivery_id}"), self._k(INBOX), queue_key]
+        args = [dedupe_ttl_s, task, payload_json, time.time(), INBOX_TTL_S, delivery_id, message]
+        return task_id if self._accept_queue(keys=keys, args=args) else None
 
     def release(self, delivery_key: str, delivery_id: str) -> None:
         """Undo claim_and_accept (the task could not be queued): GitLab's resend is then a new delivery."""

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify
 
-from bot.adapters.queue import Enqueue, producer
+from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
 from bot.config import load_settings
 from bot.core.settings import Settings
@@ -30,7 +30,7 @@ def create_app(
     store = store or Store.from_url(
         settings.redis.url, settings.redis.gate_ttl_s, socket_timeout_s=1.0, prefix=settings.redis.key_prefix
     )
-    app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue or producer(settings))
+    app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue)
     app.register_blueprint(bp)
     app.register_error_handler(413, json_error_handler)
 

@@ -15,6 +15,7 @@ from kombu.exceptions import KombuError
 
 from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
+from bot.adapters.task_message import queue_key
 from bot.core.commands import note_to_dict, parse_note, why_not_a_command
 from bot.core.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
 from bot.core.routing import why_ignored
@@ -34,7 +35,13 @@ MAX_IDEMPOTENCY_KEY = 200
 class WebhookDeps:
     settings: Settings
     store: Store
-    enqueue: Enqueue
+    # None: claim, inbox and the Celery message in one Redis call (the Procfile's web). A callable queues
+    # separately after the claim (tests record what would be queued this way).
+    enqueue: Enqueue | None = None
+
+    @property
+    def queue_key(self) -> str:
+        return queue_key(self.settings.redis.key_prefix)
 
 
 def _deps() -> WebhookDeps:
@@ -157,10 +164,20 @@ def _queue(
     signed = bool(deps.settings.signing_key.get_secret_value()) and "webhook-signature" in request.headers
     key = _delivery_key(body, signed)
     inbox = key.replace(":", "-")
+    ttl = deps.settings.redis.dedupe_ttl_s
+    if deps.enqueue is None:
+        try:
+            # One round trip: claim, inbox and the task's message, or nothing. Should the queued task be lost
+            # later (a worker dying holding it), the sweep finds the delivery in the inbox and queues it again.
+            task_id = deps.store.accept_and_queue(key, ttl, inbox, task, payload_json, deps.queue_key)
+        except redis.RedisError:
+            return _answer(503, error="queue unavailable, resend later")
+        if task_id is None:
+            return _answer(200, status="duplicate")
+        log.info("webhook: queued %s for project %s (task %s)", kind, project_id, task_id)
+        return _answer(202, status="queued", task_id=task_id)
     try:
-        # Claim and inbox in one round trip. Should the queued task be lost (kombu's Redis transport can
-        # drop a message a worker dies holding), the sweep finds the delivery in the inbox and queues it again.
-        if not deps.store.claim_and_accept(key, deps.settings.redis.dedupe_ttl_s, inbox, task, payload_json):
+        if not deps.store.claim_and_accept(key, ttl, inbox, task, payload_json):
             return _answer(200, status="duplicate")
     except redis.RedisError:
         return _answer(503, error="queue unavailable, resend later")
