@@ -1058,9 +1058,9 @@ def test_repository_control_methods_over_http(fake: FakeGitLab, gl: gitlab.Gitla
 
 def test_unknown_routes_and_methods_answer_501(fake: FakeGitLab, gl: gitlab.Gitlab) -> None:
     with pytest.raises(GitlabHttpError) as excinfo:
-        gl.http_get(f"/projects/{PID}/issues")
+        gl.http_get(f"/projects/{PID}/wikis")
     assert excinfo.value.response_code == 501
-    assert excinfo.value.error_message == f"not implemented by fake GitLab (route): GET /api/v4/projects/{PID}/issues"
+    assert excinfo.value.error_message == f"not implemented by fake GitLab (route): GET /api/v4/projects/{PID}/wikis"
     with pytest.raises(GitlabHttpError) as excinfo:
         gl.http_delete(f"/projects/{PID}/merge_requests/5/notes/1")
     assert excinfo.value.response_code == 501

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .gitlab_issues import IssuesState
 from .gitlab_repo import RepositoryState
 from .gitlab_state import BOT_USERNAME, ApiError, GitLabState, User, param_error
 
@@ -53,6 +54,9 @@ CONTROL_METHODS = (
     "statuses",
     "latest_statuses",
     "notes",
+    "issues",
+    "issue",
+    "issue_notes",
     "awards",
     "pipelines",
     "merge_request",
@@ -249,6 +253,41 @@ def _ci_lint(st: RepositoryState, user: User, a: Args, q: Args, b: dict[str, Any
     return 200, st.ci_lint(user, a["id"], q)
 
 
+@_route("GET", "/projects/:id/issues")
+def _list_issues(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    return 200, st.list_issues(user, st.find_project(a["id"]), q)
+
+
+@_route("POST", "/projects/:id/issues")
+def _post_issue(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    return 201, st.create_issue(user, st.find_project(a["id"]), {**q, **b})
+
+
+@_route("GET", "/projects/:id/issues/:issue_iid")
+def _get_issue(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    iid = _int(a, "issue_iid")
+    return 200, st.get_issue(user, st.find_project(a["id"]), iid)
+
+
+@_route("PUT", "/projects/:id/issues/:issue_iid")
+def _put_issue(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    iid = _int(a, "issue_iid")
+    return 200, st.update_issue(user, st.find_project(a["id"]), iid, {**q, **b})
+
+
+# lib/api/notes.rb names the issue's iid :noteable_id on these routes.
+@_route("GET", "/projects/:id/issues/:noteable_id/notes")
+def _list_issue_notes(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    iid = _int(a, "noteable_id")
+    return 200, st.list_issue_notes(user, st.find_project(a["id"]), iid, q)
+
+
+@_route("POST", "/projects/:id/issues/:noteable_id/notes")
+def _post_issue_note(st: IssuesState, user: User, a: Args, q: Args, b: dict[str, Any]) -> HandlerResult:
+    iid = _int(a, "noteable_id")
+    return 201, st.create_issue_note(user, st.find_project(a["id"]), iid, {**q, **b})
+
+
 def _paginate(items: list[Any], query: Args, host: str, path: str) -> tuple[list[Any], dict[str, str]]:
     """Offset pagination with GitLab's X-* headers and a Link header (python-gitlab follows rel="next")."""
     try:
@@ -315,7 +354,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         parts = urllib.parse.urlsplit(self.path)
         # GitLab ignores blank parameters (params[:ref].present?), so drop them here once.
-        query = {k: v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if v != ""}
+        query: Args = {}
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if value != "":
+                # An array parameter (iids[]=1&iids[]=2) arrives as "1,2", which Grape's comma-separated coercion
+                # (CommaSeparatedToIntegerArray) reads alike; any other repeated key: the last one wins.
+                query[key] = f"{query[key]},{value}" if key.endswith("[]") and key in query else value
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             body = self._parse_body(raw)
@@ -379,9 +423,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class FakeGitLab(RepositoryState):
-    """The fake GitLab server; the control API and snapshots are inherited from GitLabState (and the repository
-    files and CI configs from RepositoryState)."""
+class FakeGitLab(IssuesState, RepositoryState):
+    """The fake GitLab server; the control API and snapshots are inherited from GitLabState (the repository files
+    and CI configs from RepositoryState, the project issues from IssuesState)."""
 
     def __init__(
         self,
