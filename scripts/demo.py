@@ -2,6 +2,7 @@
 
 Part 1: one MR with a clean, a vulnerable and an unscanned image. Part 2: a monorepo whose repo file declares
 three images while its pipeline pushes one (one status, two "not gated" lines). Part 3: a repo-file error.
+Part 4: the merged image is rescanned a day later, finds a new CVE, and the project gets one GitLab issue.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
+from bot.adapters.queue import make_celery  # noqa: E402
+from bot.config import load_settings  # noqa: E402
 from tests import configs, harness  # noqa: E402
 from tests.fakes.ecr import EcrDouble, basic_finding  # noqa: E402
 from tests.fakes.gitlab import FakeGitLab  # noqa: E402
@@ -192,6 +195,33 @@ def monorepo(url: str, gitlab: FakeGitLab, ecr: EcrDouble) -> None:
     show_note(gitlab, MONO_ID, MONO_MR)
 
 
+def rescan(url: str, gitlab: FakeGitLab, ecr: EcrDouble, config: Path, env: dict[str, str]) -> None:
+    """Part 4: web merges to main; a day later its rescan finds a new CVE, and the project gets ONE issue."""
+    sha, pipeline, job = "7c3d" + "0" * 36, 3001, 7001
+    gitlab.add_pipeline(PROJECT_ID, pipeline, sha, source="push", ref="main", jobs=[
+        {"id": job, "name": "push-web", "stage": "push", "status": "success"}])  # fmt: skip
+    ecr.push_image("web", sha[:8])
+    ecr.script("web", tag=sha[:8], steps=[{"status": "COMPLETE", "findings": []}])
+    say("Part 4: the merge lands on main; its pipeline pushes web (clean), and [monitor] watches that digest")
+    body = pipeline_payload(PROJECT_ID, PROJECT, pipeline, sha, "main", "running", "push", mr_iid=None,
+                            builds=[("push-web", "push", "success", job)])  # fmt: skip
+    deliver(url, "Pipeline Hook", body)
+    harness.wait_for(lambda: (gitlab.latest_statuses(PROJECT_ID, sha).get("ecr-scan-gate/web") or {}).get("status")
+                     == "success", 60, "the main pipeline's verdict")  # fmt: skip
+    show_statuses(gitlab, PROJECT_ID, sha)
+    time.sleep(1)  # the digest joins the watched set just after the verdict
+    new_cve = basic_finding("CVE-2026-31337", "CRITICAL", "openssl", "3.0.11-1", "3.0.15-1")
+    ecr.script("web", tag=sha[:8], steps=[{"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": [new_cve]}])
+    say("A day later, beat's daily rescan: StartImageScan, then the same polling rule; a new CRITICAL is published")
+    make_celery(load_settings(config, env)).send_task("monitor.rescan_all")
+    harness.wait_for(lambda: gitlab.issues(PROJECT_ID), 60, "the monitor issue")
+    time.sleep(1)
+    issue = gitlab.issues(PROJECT_ID)[0]
+    print(f"   issue #{issue['iid']} ({'confidential' if issue['confidential'] else 'public'}, "
+          f"labels {issue['labels']}): {issue['title']}")  # fmt: skip
+    print(textwrap.indent(issue["description"], "   │ "))
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ecr-scan-gate-demo-"))
     gitlab, ecr = FakeGitLab(token=harness.GITLAB_TOKEN).start(), EcrDouble().start()
@@ -225,6 +255,7 @@ def main() -> int:
             },
             scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4},
             sweep={"interval_s": 5, "stuck_after_s": 30},
+            monitor={"enabled": True},
             projects=[
                 {
                     "path": "acme/*",
@@ -286,6 +317,7 @@ def main() -> int:
         show_statuses(gitlab)
         show_note(gitlab, PROJECT_ID, MR_IID)
         monorepo(url, gitlab, ecr)
+        rescan(url, gitlab, ecr, config, env)
         calls = ecr.calls("DescribeImageScanFindings")
         say(f"ECR: {len(calls)} DescribeImageScanFindings calls, one per poll; logs in {workdir}")
         return 0

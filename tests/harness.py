@@ -42,6 +42,7 @@ def write_config(
     grace: float | None = None,
     projects: list[dict[str, Any]] | None = None,
     events: dict[str, Any] | None = None,
+    monitor: dict[str, Any] | None = None,
 ) -> Path:
     """The harness's config (tests.configs holds the defaults); only the values given here override them."""
     given = {
@@ -58,6 +59,8 @@ def write_config(
         sections["projects"] = projects
     if events is not None:
         sections["events"] = events
+    if monitor is not None:
+        sections["monitor"] = monitor
     return configs.write_config(path, gitlab={"url": gitlab_url}, **sections)
 
 

@@ -48,6 +48,7 @@ def test_mr_pipeline_fixture() -> None:
         url="https://gitlab.example.com/acme/platform/payments-api/-/pipelines/7001",
         created_at="2025-03-04 09:15:02 UTC",
         mr_target_branch="main",
+        default_branch="main",  # project.default_branch: what [monitor] watches by default
     )
     assert event.kind is EventKind.PIPELINE
     assert not event.finished and not event.failed_or_canceled
@@ -405,3 +406,13 @@ def test_mutated_fixtures_only_raise_invalid_event(data: st.DataObject, value: o
     path = data.draw(st.sampled_from(paths))
     payload = pipeline_payload() if header == PIPELINE else job_payload()
     _parse_or_invalid(header, _with(payload, path, value))
+
+
+def test_a_tag_pipeline_says_so_and_a_job_of_one_too() -> None:
+    payload = fixture("pipeline_hook_mr.json")
+    payload["object_attributes"]["tag"] = True
+    event = parse_event(PIPELINE, payload)
+    assert isinstance(event, PipelineEvent) and event.tag
+    payload["object_attributes"]["tag"] = "yes"  # only a JSON true is a tag pipeline
+    event = parse_event(PIPELINE, payload)
+    assert isinstance(event, PipelineEvent) and not event.tag

@@ -20,7 +20,7 @@ except ConfigError as exc:
 
 install_redaction(settings.secret_values())
 app = make_celery(settings)
-app.conf.include = ["workers.tasks", "workers.commands", "workers.registry_events"]
+app.conf.include = ["workers.tasks", "workers.commands", "workers.registry_events", "workers.monitor"]
 
 
 @signals.after_setup_logger.connect

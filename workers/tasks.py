@@ -14,7 +14,7 @@ from bot.adapters.records import PipelinePlan
 from bot.core import poll as rule
 from bot.core.errors import PermanentError, TransientError
 from bot.core.events import JobEvent, PipelineEvent, event_from_dict
-from bot.core.gate import Gate, GateState, gate_key
+from bot.core.gate import Gate, GateKind, GateState, gate_key
 from bot.core.models import Phase, Reason, ScanResult, Verdict
 from bot.core.plan import NoPush, Plan, plan_pipeline, without_push
 from bot.core.policy import Baseline, Policy, failed_verdict
@@ -284,10 +284,12 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
             sync.delay(gate_key)
             if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE:
                 _record_baseline(gate, answer)
+                if gate.watched and settings.monitor.enabled:
+                    current_app.send_task("monitor.watch", args=(gate_key, answer.enhanced))
         return
     if not isinstance(answer, rule.RateLimited):
         rt.store.save_progress(gate_key, gen, step.image, step.progress, now)
-        if isinstance(answer, ScanResult) and gate.posted_state != "running":
+        if isinstance(answer, ScanResult) and gate.posted_state != "running" and gate.kind is GateKind.MERGE:
             sync.delay(gate_key)
     raise self.retry(args=(gate_key, gen), countdown=capped(step.after_s))
 
@@ -330,6 +332,11 @@ def sync(self: Task, gate_key: str) -> None:
         with reporting.holding(lock, settle):
             gate = rt.store.get(gate_key)
             if gate is None:
+                return
+            if gate.kind is GateKind.RESCAN:
+                # No commit status and no note: a rescan's verdict goes to the repository's issue.
+                if gate.state is GateState.DONE:
+                    current_app.send_task("monitor.rescanned", args=(gate_key,))
                 return
             if confirmed_project(rt, gate.project_id, gate.project_path) is None:
                 rt.store.drop(gate_key)  # recorded from a forged or stale payload: write nothing

@@ -16,6 +16,7 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabHttpError
 from pydantic import SecretStr
 
+from bot.adapters.gitlab_issues import IssuesMixin
 from bot.core.errors import PermanentError, TransientError
 from bot.core.events import Build
 from bot.core.report import note_has_marker
@@ -78,7 +79,7 @@ class RepoFileInfo:
     content: bytes | None = None
 
 
-class GitLabApi:
+class GitLabApi(IssuesMixin):
     """One instance per worker process; every method makes a bounded number of HTTP calls."""
 
     def __init__(self, settings: GitLabSettings, token: SecretStr) -> None:

@@ -60,6 +60,11 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=100,
         beat_schedule={
             "sweep": {"task": "gate.sweep", "schedule": settings.sweep.interval_s},
+            **(
+                {"monitor": {"task": "monitor.rescan_all", "schedule": settings.monitor.interval_s}}
+                if settings.monitor.enabled
+                else {}
+            ),
         },
         timezone="UTC",
     )

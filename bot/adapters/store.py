@@ -12,6 +12,7 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
+from bot.adapters.monitor_records import MonitorRecords
 from bot.adapters.records import ACCEPT_AND_QUEUE, CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
 from bot.adapters.watch import KNOWN_REPOSITORIES, WatchRecords, image_watch_key, watch_key
 from bot.core.gate import Gate, commit_key
@@ -152,7 +153,7 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     return _GATE.validate_python({**own, **nested})
 
 
-class Store(PipelineRecords, ProjectRecords, WatchRecords):
+class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords):
     """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:

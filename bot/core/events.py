@@ -150,6 +150,8 @@ class PipelineEvent:
     # A child pipeline (trigger: include:) of this project: the pipeline that triggered it.
     parent_pipeline_id: int | None = None
     mr_target_branch: str = ""  # merge_request.target_branch ("" for a branch pipeline)
+    tag: bool = False  # object_attributes.tag: a tag pipeline (ref is the tag)
+    default_branch: str = ""  # project.default_branch
 
     @property
     def finished(self) -> bool:
@@ -183,6 +185,7 @@ class JobEvent:
     ref: str
     retries_count: int
     parent_pipeline_id: int | None = None  # as PipelineEvent.parent_pipeline_id
+    tag: bool = False  # a tag pipeline's job
 
 
 Event = PipelineEvent | JobEvent
@@ -259,6 +262,8 @@ def _parse_pipeline(payload: Obj) -> PipelineEvent:
         created_at=_str(attrs, "created_at", a, MAX_TEXT, optional=True),
         parent_pipeline_id=_parent_pipeline(payload, project_id),
         mr_target_branch=target_branch,
+        tag=attrs.get("tag") is True,
+        default_branch=_str(project, "default_branch", p, MAX_REF, optional=True),
     )
 
 
@@ -288,6 +293,7 @@ def _parse_job(payload: Obj) -> JobEvent:
         ref=_str(payload, "ref", max_len=MAX_REF),
         retries_count=retries,
         parent_pipeline_id=_parent_pipeline(payload, project_id),
+        tag=payload.get("tag") is True,
     )
 
 

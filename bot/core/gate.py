@@ -18,6 +18,11 @@ class GateState(StrEnum):
     DONE = "done"  # a verdict (or cancellation) is recorded; never changes again
 
 
+class GateKind(StrEnum):
+    MERGE = "merge"  # a pipeline's gate: its verdict is a commit status and the MR note
+    RESCAN = "rescan"  # a watched digest scanned again: its verdict feeds the repository's GitLab issue
+
+
 @dataclass(frozen=True)
 class Gate:
     """One image of one commit in one pipeline, with everything its poll, status and note need."""
@@ -46,9 +51,14 @@ class Gate:
     posting: str = ""  # the state of a status POST that was started; set before, cleared by posted_state
     noted: int = 0  # 1 once the MR note showed this gate's verdict (or there was no note to show it in)
     verdict: Verdict | None = None
+    # [monitor]: once decided on a completed scan, its digest joins the watched set and is rescanned.
+    watched: bool = False
+    kind: GateKind = GateKind.MERGE
 
     @property
     def key(self) -> str:
+        if self.kind is GateKind.RESCAN:
+            return rescan_key(self.project_id, self.image.repository, self.image.digest)
         return gate_key(self.project_id, self.pipeline_id, self.image.repository)
 
     @property
@@ -64,6 +74,11 @@ class Gate:
 def gate_key(project_id: int, pipeline_id: int, repository: str) -> str:
     """A gate's key, relative to the store's prefix (so several deployments can share one Redis)."""
     return f"gate:{project_id}:{pipeline_id}:{repository}"
+
+
+def rescan_key(project_id: int, repository: str, digest: str) -> str:
+    """One rescan per watched digest at a time (a new one starts only once the last is done)."""
+    return f"rescan:{project_id}:{repository}:{digest}"
 
 
 def commit_key(project_id: int, sha: str) -> str:

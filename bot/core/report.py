@@ -241,7 +241,7 @@ def _finding_row(finding: Finding) -> str:
     )
 
 
-def _findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
+def findings_block(verdict: Verdict, listed: int, row_budget: int) -> str:
     ordered = sorted(verdict.blocking, key=lambda f: (f.severity.rank, f.id))
     total = max(verdict.blocking_total, len(ordered))
     rows: list[str] = []
@@ -308,7 +308,7 @@ def _section(report: Gate, *, listed: int, row_budget: int) -> str:
     if fence:
         parts.append(("Details:" if verdict.reason in _NOT_FROM_ECR else "ECR said:") + "\n\n" + fence)
     if verdict.blocking or verdict.blocking_total:
-        parts.append(_findings_block(verdict, listed, row_budget))
+        parts.append(findings_block(verdict, listed, row_budget))
     parts += risk_blocks(verdict, max(1, listed))
     if verdict.reason in _COMPLETE:
         shown = max(verdict.blocking_total, len(verdict.blocking)) + len(verdict.waived)

@@ -43,7 +43,18 @@ def _gate(
         report_pipeline_id=report_pipeline_id if report_pipeline_id != event.pipeline_id else 0,
         # block = "new" compares with the MR's target branch; a branch pipeline has none to compare with.
         policy=replace(policy, target_branch=pipeline.mr_target_branch) if policy and pipeline else policy,
+        watched=_watched(settings, event),
     )
+
+
+def _watched(settings: Settings, event: Event) -> bool:
+    """[monitor]: a default-branch, listed-branch or tag pipeline ships what runs; an MR pipeline does not."""
+    if isinstance(event, PipelineEvent):
+        if mr_iid(event) or event.source in ("merge_request_event", "parent_pipeline"):
+            return False
+        return settings.monitor.watches(event.ref, event.tag, event.default_branch)
+    # A Job Hook names neither the default branch nor an MR: only listed branches (and tags) are known.
+    return not event.ref.startswith("refs/") and settings.monitor.watches(event.ref, event.tag, "")
 
 
 def gates_for_pipeline(

@@ -273,6 +273,34 @@ class EventsSettings(_Model):
         return found.group(1) if found else ""
 
 
+class MonitorSettings(_Model):
+    """Rescans of what the bot let through ([monitor]); off unless enabled."""
+
+    enabled: StrictBool = False
+    # Branch globs whose pipelines' images are watched; empty = the project's default branch.
+    branches: tuple[str, ...] = ()
+    tags: StrictBool = True  # tag pipelines' images too
+    # The newest digests kept per project and repository: what may still run (the last few releases).
+    keep_digests: int = Field(3, ge=1, le=50)
+    # A digest gated longer ago than this leaves the watched set: nothing that old should still run.
+    keep_days: int = Field(90, ge=1, le=3650)
+    # Once a day: ECR allows one basic scan per image per 24 h, and new CVEs are published daily.
+    interval_s: float = Field(86400.0, ge=60)
+    label: str = Field("ecr-scan-gate", min_length=1, max_length=255)
+    # A CVE in a running image is not for everyone's eyes until fixed.
+    confidential: StrictBool = True
+
+    def watches(self, ref: str, tag: bool, default_branch: str) -> bool:
+        """Whether a gate of a pipeline on `ref` (a tag pipeline's ref is its tag) is watched after its verdict."""
+        if not self.enabled:
+            return False
+        if tag:
+            return self.tags
+        if not self.branches:
+            return bool(default_branch) and ref == default_branch
+        return any(fnmatch.fnmatchcase(ref, glob) for glob in self.branches)
+
+
 class ImageSettings(_Model):
     repository: TemplatedRepository  # may hold {project_name}, {project_path}, {group} (central config only)
     tag: Tag = "{short_sha}"
@@ -368,6 +396,7 @@ class Settings(_Model):
     sweep: SweepSettings = SweepSettings()
     celery: CelerySettings = CelerySettings()
     events: EventsSettings = EventsSettings()
+    monitor: MonitorSettings = MonitorSettings()
     projects: tuple[ProjectSettings, ...] = ()
     # Secrets: from the environment only, never from the file; SecretStr keeps them out of reprs and dumps.
     gitlab_token: SecretStr = SecretStr("")
