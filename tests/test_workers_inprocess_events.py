@@ -51,7 +51,7 @@ def on(rt):
 def test_a_scan_event_wakes_its_polling_gate_once_through_the_one_rule(on, s, sent, later):
     key, gen = polling(on, s)
     payload = event(s)
-    assert registry_events.registry_event.run(payload) == {"woken": 1, "starting": 0, "matched": 1}
+    assert registry_events.registry_event.run(payload) == {"woken": 1, "starting": 0, "matched": 1, "rescans": 0}
     assert sent.polls == [(key, gen)]  # the current generation: the waiting countdown copy will then stop
     assert registry_events.registry_event.run(payload) == {"duplicate": 1}
     assert sent.polls == [(key, gen)]

@@ -76,9 +76,10 @@ def rescan_all() -> dict[str, int]:
 
 # Bounded by the shared rate limit's waits: a minute of them at most, then tomorrow's rescan.
 @shared_task(name="monitor.rescan", bind=True, max_retries=30)
-def rescan(self: Task, project_id: int, repository: str, digest: str) -> str:
+def rescan(self: Task, project_id: int, repository: str, digest: str, unless_within_s: float = 0.0) -> str:
     """Scan one watched digest again (basic: StartImageScan; enhanced: Inspector rescans by itself), then read
-    it to completion through the one polling rule, as a gate of kind "rescan"."""
+    it to completion through the one polling rule, as a gate of kind "rescan". A scan event asks with
+    `unless_within_s`: a digest rescanned that recently is not read again."""
     rt = runtime()
     watched = next((w for w in rt.store.watched(project_id, repository) if w.image.digest == digest), None)
     if watched is None:
@@ -89,6 +90,9 @@ def rescan(self: Task, project_id: int, repository: str, digest: str) -> str:
         # Waiting: this very task's earlier try (throttled before its scan started); polling: yesterday's.
         if current is not None and current.state is GateState.POLLING:
             return "a rescan is still running"
+        recent = current is not None and time.time() - current.last_progress < unless_within_s
+        if recent and current is not None and current.verdict is not None:
+            return "rescanned just now"  # e.g. the scan event of the rescan this bot itself started
     if not watched.enhanced:
         wait = rt.store.take_token(rate_bucket(gate.image), rt.settings.ecr.rate_per_s, rt.settings.ecr.burst)
         if wait > 0:

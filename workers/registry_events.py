@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 
 from bot.core.errors import TransientError
-from bot.core.gate import Gate, GateState
+from bot.core.gate import Gate, GateKind, GateState
 from bot.core.plan import newest
 from bot.core.scan_events import EventKind, RegistryEvent, age_s, event_from_dict, names
 from workers import tasks
@@ -24,6 +24,8 @@ PUSH_CONFIRM_TRIES = 12
 # A push older than this when judged (its message waited out an outage in SQS) is not counted as drift: the
 # gates of that time may have finished and expired from the watch sets meanwhile.
 MAX_DRIFT_AGE_S = 3600
+# A watched digest's scan event within this long of its last rescan is that rescan's own: nothing new to read.
+RESCANNED_RECENTLY_S = 600.0
 # GitLab job states from which the job may still succeed by itself.
 _MAY_STILL_SUCCEED = frozenset({"created", "pending", "running", "waiting_for_resource", "preparing", "scheduled"})
 
@@ -38,10 +40,21 @@ def registry_event(self: Task, payload: dict, inbox: str = "") -> dict[str, int]
     # Recorded before the gates are looked up: a gate starting to poll at the same moment either sees this
     # record (and reads ECR at once) or is already polling here (and is woken below). Nothing falls between.
     rt.store.saw(event.kind.value, event.region, event.repository, event.tags, event.digest)
-    counts = {"woken": 0, "starting": 0, "matched": 0}
+    counts = {"woken": 0, "starting": 0, "matched": 0, "rescans": 0}
+    rescanned: set[tuple[int, str]] = set()
     for key in rt.store.watching(event.region, event.repository, (*event.tags, event.digest)):
         gate = rt.store.get(key)
-        if gate is None or gate.state is GateState.DONE or not names(event, gate.image):
+        if gate is None or not names(event, gate.image):
+            continue
+        if gate.state is GateState.DONE:
+            # A new scan of a digest [monitor] watches (Inspector rescans by itself): read it now, not tomorrow.
+            watched = gate.watched or gate.kind is GateKind.RESCAN
+            if event.kind is EventKind.SCAN and watched and rt.settings.monitor.enabled:
+                if (gate.project_id, gate.repository) not in rescanned:
+                    rescanned.add((gate.project_id, gate.repository))
+                    args = (gate.project_id, gate.repository, event.digest, RESCANNED_RECENTLY_S)
+                    current_app.send_task("monitor.rescan", args=args)
+                    counts["rescans"] += 1
             continue
         counts["matched"] += 1
         if gate.state is GateState.POLLING and event.kind is EventKind.SCAN:
