@@ -272,7 +272,7 @@ def test_with_events_on_polling_backs_off_to_the_backstop() -> None:
     base = {"gitlab": {"url": "https://g.example"}}
     assert Settings.model_validate(base).polling().poll_interval_s == 15
     on = Settings.model_validate({**base, "events": {"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q"}})
-    assert on.polling().poll_interval_s == 60 and on.events.queue_region == "eu-west-1"
+    assert on.polling().poll_interval_s == 120 and on.events.queue_region == "eu-west-1"
     with pytest.raises(ValueError, match="backstop_interval_s"):
         Settings.model_validate(
             {**base, "events": {"queue_url": "http://q", "backstop_interval_s": 400}, "sweep": {"stuck_after_s": 300}}

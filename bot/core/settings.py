@@ -254,8 +254,10 @@ class EventsSettings(_Model):
     # a second), so 60 s only matters when the process dies mid-batch: the message comes back then.
     visibility_timeout_s: int = Field(60, ge=5, le=43200)
     # With events on, a polling gate is read when its scan event arrives; this is the poll interval when
-    # none has (yet): events are best effort, so polling still finds every verdict, only later.
-    backstop_interval_s: float = Field(60.0, ge=1)
+    # none has (yet): events are best effort, so polling still finds every verdict, only later. 120 s: longer
+    # than most scans take (the runbook: 10-90 s), so a gate whose event comes is read once, not also by the
+    # backstop (bench_gate: 1.4 reads per gate at 60 s); a lost event delays a verdict by at most 2 minutes.
+    backstop_interval_s: float = Field(120.0, ge=1)
     # A push of a configured repository with no gate after this long is config drift (counted, logged):
     # long enough for the pipeline's own events to arrive after the push.
     drift_after_s: float = Field(300.0, ge=1)
