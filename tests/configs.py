@@ -30,6 +30,7 @@ def harness_defaults() -> dict[str, Any]:
             "not_found_grace_s": 2,
             "backoff_max_s": 2,
             "enhanced_settle_s": 1,
+            "first_read_after_s": 0,  # the suites' gates read ECR at once; tests of the delay set it
         },
         "ecr": {"rate_per_s": 100, "burst": 100},
         "sweep": {"interval_s": 2, "stuck_after_s": 5},

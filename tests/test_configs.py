@@ -44,7 +44,13 @@ def test_keywords_override_add_and_drop_sections_and_keys():
         projects=[{"id": 7, "images": []}],
     )
     assert config["gitlab"] == {"url": "https://g.example", "timeout_s": 5, "verify_tls": False}
-    assert config["scan"] == {"poll_interval_s": 1, "timeout_s": 12, "not_found_grace_s": 2, "enhanced_settle_s": 1}
+    assert config["scan"] == {
+        "poll_interval_s": 1,
+        "timeout_s": 12,
+        "not_found_grace_s": 2,
+        "enhanced_settle_s": 1,
+        "first_read_after_s": 0,
+    }
     assert config["webhook"] == {"max_body_bytes": 1024}
     assert "ecr" not in config
     assert config["projects"] == [{"id": 7, "images": []}]

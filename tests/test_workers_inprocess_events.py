@@ -87,12 +87,16 @@ def test_with_events_on_the_first_poll_waits_for_the_event_unless_it_already_cam
     assert countdowns[-1] == (early.key, 0.0)
 
 
-def test_events_off_keeps_the_first_poll_immediate_and_the_interval(rt, s, monkeypatch):
+def test_events_off_first_reads_after_first_read_after_s_and_keeps_the_interval(rt, s, monkeypatch):
     countdowns: list[float] = []
     monkeypatch.setattr(tasks, "_enqueue_poll", lambda key, gen, countdown=0.0: countdowns.append(countdown))
     monkeypatch.setattr(tasks.sync, "delay", lambda key: None)
     tasks._start_polling(gate(rt, s))
-    assert countdowns == [0.0] and rt.settings.polling() == rt.settings.scan
+    assert countdowns == [rt.settings.scan.first_read_after_s] and rt.settings.polling() == rt.settings.scan
+    s.new_commit()
+    later = tuned(rt, scan={"first_read_after_s": 10.0})
+    tasks._start_polling(gate(later, s))
+    assert countdowns[-1] == 10.0  # a scan takes ~10 s at least: a read at once only ever sees IN_PROGRESS
 
 
 def test_a_push_event_starts_a_waiting_gate_only_once_gitlab_says_its_push_job_succeeded(on, s, sent, later):

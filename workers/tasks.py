@@ -66,10 +66,12 @@ def _start_polling(gate: Gate) -> None:
 
 
 def _first_poll_after(gate: Gate) -> float:
-    """Read ECR at once, unless events are on and this image's scan has not finished yet: then its scan event
-    wakes the poll (registry_events.wake), and the backstop interval only covers a lost event."""
+    """When to read ECR first: [scan] first_read_after_s after the push; with events on, at once if this
+    image's scan event already came, else when it comes (registry_events.wake) or at the backstop."""
     rt = runtime()
-    if not rt.settings.events.enabled or rt.store.seen("scan", gate.image):
+    if not rt.settings.events.enabled:
+        return capped(rt.settings.scan.first_read_after_s)
+    if rt.store.seen("scan", gate.image):
         return 0.0
     return capped(rt.settings.polling().poll_interval_s)
 

@@ -197,6 +197,9 @@ class PolicySettings(_Model):
 class ScanSettings(_Model):
     # ECR throttles sustained callers; 15 s per gate keeps a gate's polling far below its rate limits.
     poll_interval_s: float = Field(15.0, ge=1)
+    # The bot's first read after a push: ECR takes at least ~10 s to scan (the runbook: 10-90 s), so a read at
+    # once only ever sees IN_PROGRESS. This keeps the bot's reads at or under a shell loop's (bench_gate).
+    first_read_after_s: float = Field(10.0, ge=0)
     # Large images take 4-6 min to scan; 10 min is the whole budget from the push job's success.
     timeout_s: float = Field(600.0, ge=1)
     # Right after a push ECR may not yet show the image or the scan record; keep asking this long
