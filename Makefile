@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: venv redis test demo lint soak bench clean
+.PHONY: venv redis test demo lint soak bench bench-gate clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: venv redis
 
 soak: venv redis
 	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+# The runbook's shell gate vs the bot polling vs the bot with scan events (times scaled down 10x).
+bench-gate: venv redis
+	$(PY) scripts/bench_gate.py $(BENCH_GATE_ARGS)
 
 # ruff (lint and format), then mypy: clean on bot/ and workers/, --strict on the pure core.
 lint: venv
