@@ -253,7 +253,7 @@ def main() -> int:
                     }
                 ],
             },
-            scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4},
+            scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4, "first_read_after_s": 2},
             sweep={"interval_s": 5, "stuck_after_s": 30},
             monitor={"enabled": True},
             projects=[
