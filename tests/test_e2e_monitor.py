@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,14 @@ def issues(stack: Stack, s: Scenario) -> list[dict[str, Any]]:
     return stack.gitlab.issues(s.project_id)
 
 
-def wait_issue(stack: Stack, s: Scenario, *needles: str, state: str = "opened") -> dict[str, Any]:
+def wait_issue(stack: Stack, s: Scenario, *needles: str, state: str = "opened", timeout: float = 40) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         mine = issues(stack, s)
         if len(mine) == 1 and mine[0]["state"] == state and all(n in mine[0]["description"] for n in needles):
             return mine[0]
         return None
 
-    return wait_for(found, 40, f"one {state} issue holding {needles}")
+    return wait_for(found, timeout, f"one {state} issue holding {needles}")
 
 
 def test_a_new_cve_opens_one_issue_more_update_it_and_a_fix_closes_it(stack: Stack) -> None:
@@ -133,3 +134,32 @@ def test_the_24h_scan_quota_is_no_error_and_throttling_is_retried(stack: Stack) 
     starts = [c for c in stack.ecr.calls("StartImageScan", "app") if c.image == digest]
     assert [c.error for c in starts] == ["ThrottlingException", "LimitExceededException"]
     assert any(c.image == digest for c in stack.ecr.calls(SCAN_OP, "app"))
+
+
+def test_never_two_issues_across_a_worker_kill_a_redis_restart_and_a_lost_redis(stack: Stack) -> None:
+    shipped = [merged(stack) for _ in range(4)]
+    for s, _ in shipped:
+        rescan_answers(stack, s, {"status": "COMPLETE", "findings": [CVE_1]})
+        # GitLab slow to create issues: the kill below lands while POSTs are in flight.
+        stack.gitlab.inject_fault("POST", rf"/projects/{s.project_id}/issues$", delay_s=1.5)
+    rescan_now(stack)
+    wait_for(lambda: any(issues(stack, s) for s, _ in shipped), 30, "the first issue")
+    stack.workers[0].kill()  # SIGKILL, children included: the tasks in hand are lost
+    stack.start_worker(0)
+    stack.redis.restart(down_s=1.0)  # AOF: queued tasks and records survive
+    wait_for(stack.redis.ping, 30, "Redis back")
+    rescan_now(stack)
+    for s, _ in shipped:
+        wait_issue(stack, s, "CVE-2026-1001")
+    # A Redis that lost everything the bot remembers about issues: the marker in GitLab still finds each one.
+    redis = stack.store()
+    for key in redis.scan_iter(f"{stack.prefix}:monitor:issue:*"):
+        redis.delete(key)
+    for s, _ in shipped:
+        rescan_answers(stack, s, {"status": "COMPLETE", "findings": [CVE_1, CVE_2]})
+    rescan_now(stack)
+    for s, _ in shipped:
+        # The killed worker's issue locks lapse after their 60 s: until then updates wait (and lose nothing).
+        wait_issue(stack, s, "CVE-2026-1002", timeout=120)
+    time.sleep(2.0)  # any late duplicate would have landed by now
+    assert [len(issues(stack, s)) for s, _ in shipped] == [1, 1, 1, 1]
