@@ -37,9 +37,10 @@ def registry_event(self: Task, payload: dict, inbox: str = "") -> dict[str, int]
     event = event_from_dict(payload)
     if not rt.store.first_sight(event.id):
         return {"duplicate": 1}
-    # Recorded before the gates are looked up: a gate starting to poll at the same moment either sees this
-    # record (and reads ECR at once) or is already polling here (and is woken below). Nothing falls between.
-    rt.store.saw(event.kind.value, event.region, event.repository, event.tags, event.digest)
+    # A scan is recorded before the gates are looked up: a gate starting to poll at the same moment either
+    # sees this record (and reads ECR at once) or is already polling here (and is woken below).
+    if event.kind is EventKind.SCAN:
+        rt.store.saw(event.kind.value, event.region, event.repository, event.tags, event.digest)
     counts = {"woken": 0, "starting": 0, "matched": 0, "rescans": 0}
     rescanned: set[tuple[int, str]] = set()
     for key in rt.store.watching(event.region, event.repository, (*event.tags, event.digest)):

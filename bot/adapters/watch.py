@@ -49,7 +49,7 @@ class WatchRecords:
         return bool(self.r.set(self._k(f"event:{event_id}"), "1", nx=True, ex=EVENT_ID_TTL_S))
 
     def saw(self, what: str, region: str, repository: str, references: Iterable[str], digest: str) -> None:
-        """Remember a scan ("scan") or push ("push") of an image, by each of its tags and its digest."""
+        """Remember that `what` ("scan") happened to an image, by each of its tags and its digest."""
         pipe = self.r.pipeline(transaction=False)
         for ref in {*references, digest}:
             if ref:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bot.core.markdown import md_code, md_inline
@@ -87,7 +87,6 @@ class IssueText:
     description: str
     open: bool  # False: nothing to report (every digest clean or known): close the issue if one is open
     summary: str = ""  # one line for the closing comment or a log
-    digests: tuple[str, ...] = field(default_factory=tuple)
 
 
 def render_issue(repository: str, watched: Sequence[Watched], gitlab_url: str = "") -> IssueText:
@@ -117,7 +116,7 @@ def render_issue(repository: str, watched: Sequence[Watched], gitlab_url: str = 
     if len(description) > ISSUE_LIMIT:
         description = description[: ISSUE_LIMIT - 40] + "\n\n…(cut at GitLab's size limit)"
     title = f"ecr-scan-gate: {repository}: " + ", ".join(summary)
-    return IssueText(title[:255], description, True, ", ".join(summary), tuple(w.image.digest for w in alerting))
+    return IssueText(title[:255], description, True, ", ".join(summary))
 
 
 def _digest_section(w: Watched, gitlab_url: str) -> str:
