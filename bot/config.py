@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.core.errors import ConfigError
+from bot.core.ops_settings import DASHBOARD_PASSWORD_ENV, METRICS_TOKEN_ENV
 from bot.core.settings import Settings, too_fast
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def _env_secrets(env: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
             "gitlab_token": token,
             "webhook_secrets": tuple(secrets),
             "signing_key": env.get("GITLAB_WEBHOOK_SIGNING_KEY", ""),
+            "metrics_token": env.get(METRICS_TOKEN_ENV, ""),
+            "dashboard_password": env.get(DASHBOARD_PASSWORD_ENV, ""),
         },
         problems,
     )
@@ -91,6 +94,8 @@ def load_settings(
         flagged = {p.split(":")[0] for p in secret_keys}
         problems += [p for p in _format_validation(str(path), exc) if p.split(": ")[1] not in flagged]
         settings = None
+    if settings is not None and settings.dashboard.enabled and not settings.dashboard_password.get_secret_value():
+        problems.append(f"environment: {DASHBOARD_PASSWORD_ENV} is not set ([dashboard] enabled needs its password)")
     if problems or settings is None:
         raise ConfigError(problems)
     if too_fast(settings.scan.poll_interval_s):

@@ -8,6 +8,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from bot.core.ops_settings import DASHBOARD_PASSWORD_ENV, METRICS_TOKEN_ENV
+
 _PATTERNS = [
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
     # name = value, name: value, "name": "value", 'name': b'value' (botocore logs header bytes).
@@ -31,6 +33,8 @@ SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_OIDC_TOKEN",
+    METRICS_TOKEN_ENV,
+    DASHBOARD_PASSWORD_ENV,
 )
 
 

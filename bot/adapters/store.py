@@ -12,12 +12,14 @@ import redis
 from pydantic import TypeAdapter
 from redis.lock import Lock
 
+from bot.adapters.history import RECENT, RECENT_KEPT, STATS_TTL_S, HistoryRecords, stats_key
 from bot.adapters.monitor_records import MonitorRecords
 from bot.adapters.records import ACCEPT_AND_QUEUE, CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
 from bot.adapters.watch import KNOWN_REPOSITORIES, WatchRecords, image_watch_key, watch_key
-from bot.core.gate import Gate, commit_key
+from bot.core.gate import Gate, commit_key, merge_gate_project
 from bot.core.models import Image, Verdict, dump_verdict
 from bot.core.poll import Progress
+from bot.core.risk import utc_day
 
 DEFAULT_PREFIX = "esg"
 OPEN = "open"  # sorted set of unfinished gate keys, scored by creation time
@@ -63,14 +65,22 @@ if KEYS[2] then
 end
 return 1
 """
-# Any state -> done, exactly once: the first verdict wins, later writers see 0.
+# Any state -> done, exactly once: the first verdict wins, later writers see 0. A merge gate's verdict is
+# also counted, in the same step, for the dashboard: KEYS[2] the recent verdicts, KEYS[3] its project's day.
+# ARGV: gate key, now, reason, stats ttl, then the fields.
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'done' and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'state', 'done', unpack(ARGV, 2))
+  redis.call('HSET', KEYS[1], 'state', 'done', unpack(ARGV, 5))
+  if KEYS[2] then
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(RECENT_KEPT + 1))
+    redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
   return 1
 end
 return 0
-"""
+""".replace("RECENT_KEPT", str(RECENT_KEPT))
 # done -> polling again (an MR `recheck`, or an `accept` re-deciding a blocked gate): a new generation, a
 # fresh deadline, the old verdict cleared; only from the reasons the caller allows. Returns the generation.
 _RESTART = """
@@ -153,7 +163,7 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     return _GATE.validate_python({**own, **nested})
 
 
-class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords):
+class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, HistoryRecords):
     """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:
@@ -218,10 +228,16 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords):
 
     def finish(self, key: str, verdict: Verdict, image: Image | None = None, progress: Progress | None = None) -> bool:
         """Record the verdict, exactly once: False when the gate was already done (another writer won)."""
-        values = {"verdict": json.dumps(dump_verdict(verdict)), "last_progress": str(time.time())}
+        now = time.time()
+        values = {"verdict": json.dumps(dump_verdict(verdict)), "last_progress": str(now)}
         if image is not None and progress is not None:
             values |= _progress_fields(image, progress)
-        return bool(self._finish(keys=[self._k(key)], args=[key, *_pairs(values)]))
+        keys = [self._k(key)]
+        project = merge_gate_project(key)
+        if project is not None:
+            keys += [self._k(RECENT), self._k(stats_key(project, utc_day(now)))]
+        args = [key, now, verdict.reason.value, STATS_TTL_S, *_pairs(values)]
+        return bool(self._finish(keys=keys, args=args))
 
     def restart(self, key: str, now: float, deadline: float, reasons: Iterable[str]) -> int:
         """Poll a finished gate again if its verdict's reason is one of `reasons`: the new generation, else 0."""

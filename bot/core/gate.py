@@ -81,5 +81,12 @@ def rescan_key(project_id: int, repository: str, digest: str) -> str:
     return f"rescan:{project_id}:{repository}:{digest}"
 
 
+def merge_gate_project(key: str) -> int | None:
+    """The project of a merge gate's key (see gate_key); None for any other key (a rescan's)."""
+    kind, _, rest = key.partition(":")
+    project = rest.partition(":")[0]
+    return int(project) if kind == "gate" and project.isdigit() else None
+
+
 def commit_key(project_id: int, sha: str) -> str:
     return f"commit:{project_id}:{sha}"

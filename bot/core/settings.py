@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from bot.core.models import Acceptance, Image, Severity
+from bot.core.ops_settings import DashboardSettings, LoggingSettings, MetricsSettings
 from bot.core.policy import Policy
 from bot.core.risk import BlockMode, valid_finding_id
 
@@ -402,11 +403,16 @@ class Settings(_Model):
     celery: CelerySettings = CelerySettings()
     events: EventsSettings = EventsSettings()
     monitor: MonitorSettings = MonitorSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    logging: LoggingSettings = LoggingSettings()
     projects: tuple[ProjectSettings, ...] = ()
     # Secrets: from the environment only, never from the file; SecretStr keeps them out of reprs and dumps.
     gitlab_token: SecretStr = SecretStr("")
     webhook_secrets: tuple[SecretStr, ...] = ()
     signing_key: SecretStr = SecretStr("")
+    metrics_token: SecretStr = SecretStr("")  # optional bearer token of /metrics
+    dashboard_password: SecretStr = SecretStr("")  # [dashboard]'s Basic auth password
 
     @model_validator(mode="after")
     def _backstop(self) -> Settings:
@@ -441,7 +447,13 @@ class Settings(_Model):
 
     def secret_values(self) -> list[str]:
         """Every secret in force, for log redaction."""
-        values = (self.gitlab_token, self.signing_key, *self.webhook_secrets)
+        values = (
+            self.gitlab_token,
+            self.signing_key,
+            self.metrics_token,
+            self.dashboard_password,
+            *self.webhook_secrets,
+        )
         return [v.get_secret_value() for v in values if v.get_secret_value()]
 
 
