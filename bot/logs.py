@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from bot.core.ops_settings import DASHBOARD_PASSWORD_ENV, METRICS_TOKEN_ENV
 
@@ -113,3 +116,87 @@ def install_redaction(secrets: Iterable[str]) -> None:
     root.addFilter(filt)
     for name in ("celery", "gunicorn.error", "gunicorn.access", "werkzeug", "bot", "workers"):
         logging.getLogger(name).addFilter(filt)
+
+
+# --- structured lines ([logging] format = "json") --------------------------------------------------------
+# The fields every JSON line carries (null when the line is about no gate): what an operator filters on.
+CONTEXT_FIELDS = ("gate", "project", "pipeline", "reason")
+_context: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar("ecr_scan_gate_log", default=None)
+
+
+def bind(**fields: object) -> contextvars.Token[dict[str, object] | None]:
+    """Add fields to every line logged from here on in this task or request (greenlets and threads apart)."""
+    current = _context.get() or {}
+    return _context.set({**current, **{k: v for k, v in fields.items() if v not in (None, "")}})
+
+
+def unbind(token: contextvars.Token[dict[str, object] | None]) -> None:
+    _context.reset(token)
+
+
+def gate_fields(key: str) -> dict[str, object]:
+    """gate:<project>:<pipeline>:<repository> and rescan:<project>:<repository>:<digest> keys, as fields."""
+    kind, _, rest = key.partition(":")
+    parts = rest.split(":")
+    if kind not in ("gate", "rescan") or not parts[0].isdigit():
+        return {}
+    fields: dict[str, object] = {"gate": key, "project": int(parts[0])}
+    if kind == "gate" and len(parts) > 1 and parts[1].isdigit():
+        fields["pipeline"] = int(parts[1])
+    return fields
+
+
+def task_fields(args: Sequence[object]) -> dict[str, object]:
+    """The context of a task from its arguments: a gate key first, an event payload, or the note task's ids."""
+    if not args:
+        return {}
+    first = args[0]
+    if isinstance(first, str):
+        return gate_fields(first)
+    if isinstance(first, Mapping):
+        return {"project": first.get("project_id"), "pipeline": first.get("pipeline_id")}
+    if isinstance(first, int) and len(args) >= 3:  # gate.note(project_id, sha, pipeline_id, mr_iid, gate_key)
+        fields: dict[str, object] = {"project": first, "pipeline": args[2]}
+        if len(args) >= 5 and isinstance(args[4], str):
+            fields |= gate_fields(args[4])
+        return fields
+    return {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the context fields always present; the line redacted once more as a whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = _context.get() or {}
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            line[name] = getattr(record, name, None) or context.get(name)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        # Fields come from task arguments and `extra`, not only from redacted messages: mask the whole line.
+        return redact(json.dumps(line, ensure_ascii=False, default=str), _secrets)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(json_lines: bool, level: str, secrets: Iterable[str]) -> None:
+    """The web and events processes' logging: text as before (a no-op where handlers exist), or JSON lines on
+    the root logger's handlers; redaction either way."""
+    if json_lines:
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(logging.StreamHandler())
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+        root.setLevel(level)
+    else:
+        logging.basicConfig(level=level, format=TEXT_FORMAT)
+    install_redaction(secrets)

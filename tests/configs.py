@@ -35,6 +35,8 @@ def harness_defaults() -> dict[str, Any]:
         "ecr": {"rate_per_s": 100, "burst": 100},
         "sweep": {"interval_s": 2, "stuck_after_s": 5},
         "celery": {"visibility_timeout_s": 60},
+        # No worker metrics port: stacks of several workers (and suites at once) would fight over one.
+        "metrics": {"worker_port": 0},
         "projects": [
             {
                 "path": f"{GROUP}/*",

@@ -43,6 +43,8 @@ def write_config(
     projects: list[dict[str, Any]] | None = None,
     events: dict[str, Any] | None = None,
     monitor: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    logging: dict[str, Any] | None = None,
 ) -> Path:
     """The harness's config (tests.configs holds the defaults); only the values given here override them."""
     given = {
@@ -61,6 +63,9 @@ def write_config(
         sections["events"] = events
     if monitor is not None:
         sections["monitor"] = monitor
+    for name, value in (("metrics", metrics), ("logging", logging)):
+        if value is not None:
+            sections[name] = value
     return configs.write_config(path, gitlab={"url": gitlab_url}, **sections)
 
 

@@ -101,12 +101,14 @@ class Stack:
         concurrency: int = 4,
         beat: bool = True,
         events: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
         **config: Any,
     ) -> None:
         self.workdir = workdir
         # With `events` ([events] settings beyond queue_url), an SQS queue on the double's moto and the events
         # process; the queue's URL is filled in at start.
         self.events_config = events
+        self.extra_env = dict(extra_env or {})  # e.g. the metrics token or the dashboard password
         self.queue_url = self.dead_letter_url = ""
         self.events: harness.Process | None = None
         self.n_workers, self.concurrency, self.with_beat = workers, concurrency, beat
@@ -139,7 +141,7 @@ class Stack:
         config = harness.write_config(
             self.workdir / "config.toml", self.gitlab.url, self.redis.url, **self.config_options
         )
-        self.env = harness.stack_env(config, self.ecr)
+        self.env = harness.stack_env(config, self.ecr) | self.extra_env
         self.prefix = tomllib.loads(config.read_text())["redis"]["key_prefix"]
         self.web = harness.web_server(self.env, self.workdir, self.web_port, "--workers", "2").start()
         harness.wait_for(self._web_up, 30, "gunicorn to answer")

@@ -11,13 +11,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.adapters import metrics
+from bot.adapters.metrics_server import serve
 from bot.adapters.queue import producer
 from bot.adapters.sqs import SqsApi
 from bot.config import load_settings
 from bot.core.errors import ConfigError, GateError
+from bot.core.ops_settings import LogFormat
 from bot.core.scan_events import Ignored, PoisonMessage, event_to_dict, parse_message
 from bot.core.settings import EventsSettings
-from bot.logs import install_redaction
+from bot.logs import configure
 
 log = logging.getLogger("ecr_scan_gate.events")
 
@@ -126,6 +129,9 @@ def run(config: EventsSettings, queue: Queue, enqueue: Enqueue, state: Stopping,
             finally:
                 state.receiving = False
             batch = handle(messages, enqueue, queue, config)
+            for outcome in ("queued", "ignored", "dead", "kept"):
+                if getattr(batch, outcome):
+                    metrics.REGISTRY_EVENTS.labels(outcome=outcome).inc(getattr(batch, outcome))
             if batch.delete:
                 for failed in queue.delete(config.queue_url, batch.delete):
                     # Not deleted: it comes back and is queued again; the task drops the duplicate by event id.
@@ -157,8 +163,7 @@ def main() -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 3
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_redaction(settings.secret_values())
+    configure(settings.logging.format is LogFormat.JSON, settings.logging.level, settings.secret_values())
     if not settings.events.enabled:
         log.error("[events] queue_url is not set: nothing to consume (events are off; verdicts come by polling)")
         return 2
@@ -171,6 +176,8 @@ def main() -> int:
         settings.events.wait_s,
         settings.events.batch,
     )
+    if settings.metrics.enabled and settings.metrics.events_port:
+        serve(settings.metrics.bind, settings.metrics.events_port, "events")
     queue = SqsApi.for_settings(settings)
     run(settings.events, queue, producer(settings), state, random.Random())  # noqa: S311 - jitter only
     log.info("stopped")

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from contextvars import Token
 
-from celery import signals
+from bot.adapters import metrics_dir
 
-from bot.adapters.queue import make_celery
-from bot.config import load_settings
-from bot.core.errors import ConfigError
-from bot.logs import install_redaction
+# Before the task modules import prometheus_client: the prefork children inherit it and write their metrics
+# files there; the main process serves the sum on [metrics] worker_port.
+metrics_dir.prepare("worker")
+
+from celery import signals  # noqa: E402 - after the metrics directory is set
+
+from bot.adapters.queue import make_celery  # noqa: E402
+from bot.config import load_settings  # noqa: E402
+from bot.core.errors import ConfigError  # noqa: E402
+from bot.core.ops_settings import LogFormat  # noqa: E402
+from bot.logs import JsonFormatter, bind, install_redaction, task_fields, unbind  # noqa: E402
 
 try:
     settings = load_settings()
@@ -31,3 +40,38 @@ def _redact_celery_handlers(logger: logging.Logger, **_: object) -> None:
     for handler in logger.handlers:
         for filt in logger.filters:
             handler.addFilter(filt)
+        if settings.logging.format is LogFormat.JSON:
+            handler.setFormatter(JsonFormatter())
+    logger.setLevel(settings.logging.level)
+
+
+# Each task's lines carry its gate, project and pipeline (JSON lines show them as fields).
+_bound: dict[str, Token[dict[str, object] | None]] = {}
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str = "", args: tuple[object, ...] = (), **_: object) -> None:
+    _bound[task_id] = bind(**task_fields(args or ()))
+
+
+@signals.task_postrun.connect
+def _unbind_task(task_id: str = "", **_: object) -> None:
+    token = _bound.pop(task_id, None)
+    if token is not None:
+        unbind(token)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    # The main process serves; its prefork children only write their files (bot/adapters/metrics.py).
+    if settings.metrics.enabled and settings.metrics.worker_port:
+        from bot.adapters.metrics_server import serve
+
+        serve(settings.metrics.bind, settings.metrics.worker_port, "worker")
+
+
+@signals.worker_process_shutdown.connect
+def _child_gone(**_: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())

@@ -13,7 +13,7 @@ from bot.core import poll as rule
 from bot.core.errors import GateError
 from bot.core.events import FINISHED_STATUSES
 from bot.core.gate import Gate, GateState
-from bot.core.models import Reason
+from bot.core.models import Reason, Verdict
 from bot.core.plan import NoPush, newest, without_push
 from workers.runtime import Runtime
 
@@ -36,6 +36,7 @@ class Actions:
     start_polling: Callable[[Gate], object]
     end: Callable[[Gate, NoPush], object]  # canceled or skipped: the image will not be pushed
     replay: Callable[[str, dict[str, Any], str], object]  # re-queue an accepted delivery whose task was lost
+    finished: Callable[[Gate, Verdict], object] = lambda gate, verdict: None  # count a verdict the sweep recorded
 
 
 def _sweep_polling(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
@@ -44,6 +45,7 @@ def _sweep_polling(rt: Runtime, gate: Gate, now: float, act: Actions) -> str:
     if now > gate.progress.deadline + scan.poll_interval_s + 30:
         verdict = rule.timeout(gate.image, gate.progress, now, how=" (finished by sweep)").verdict
         if rt.store.finish(gate.key, verdict):
+            act.finished(gate, verdict)
             act.enqueue_sync(gate.key)
             return "timed_out"
         return "raced"

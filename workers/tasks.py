@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from celery import Task, current_app, shared_task
 
+from bot.adapters import metrics
 from bot.adapters.records import PipelinePlan
 from bot.core import poll as rule
 from bot.core.errors import PermanentError, TransientError
@@ -80,8 +81,15 @@ def _end(gate: Gate, no_push: NoPush) -> None:
     """Finish a gate whose image will not be pushed: canceled (the pipeline failed) or skipped."""
     verdict = failed_verdict(no_push.reason, gate.image, detail=no_push.why)
     if runtime().store.finish(gate.key, verdict):
-        log.info("gate %s %s: %s", gate.key, no_push.reason.value, no_push.why)
+        finished(gate, verdict)
+        log.info("gate %s %s: %s", gate.key, no_push.reason.value, no_push.why, extra={"reason": verdict.reason.value})
         sync.delay(gate.key)
+
+
+def finished(gate: Gate, verdict: Verdict, polling_since: float | None = None, completed_at: str = "") -> None:
+    """Count a verdict this run recorded (Store.finish returned True): once per gate, whoever finished it."""
+    since = gate.progress.polling_since if polling_since is None else polling_since
+    metrics.gate_finished(gate.kind.value, verdict.reason.value, since, completed_at, time.time())
 
 
 def _fail(gate: Gate, verdict: Verdict) -> None:
@@ -89,7 +97,8 @@ def _fail(gate: Gate, verdict: Verdict) -> None:
     rt = runtime()
     rt.store.create(gate)
     if rt.store.finish(gate.key, verdict):
-        log.warning("gate %s: %s", gate.key, verdict.summary)
+        finished(gate, verdict)
+        log.warning("gate %s: %s", gate.key, verdict.summary, extra={"reason": verdict.reason.value})
     current = rt.store.get(gate.key)
     if current is not None and current.verdict and current.posted_state != current.verdict.reason.commit_state:
         sync.delay(gate.key)
@@ -282,7 +291,10 @@ def poll(self: Task, gate_key: str, gen: int) -> None:
     step = rule.next_step(gate.image, gate.progress, answer, now, settings.polling(), policy, _rng)
     if isinstance(step, rule.Finish):
         if rt.store.finish(gate_key, step.verdict, step.image, step.progress):
-            log.info("gate %s: %s (%s)", gate_key, step.verdict.reason.value, step.verdict.summary)
+            completed = answer.completed_at if isinstance(answer, ScanResult) else ""
+            finished(gate, step.verdict, step.progress.polling_since, completed)
+            reason = step.verdict.reason.value
+            log.info("gate %s: %s (%s)", gate_key, reason, step.verdict.summary, extra={"reason": reason})
             sync.delay(gate_key)
             if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE:
                 _record_baseline(gate, answer)
@@ -378,7 +390,12 @@ def note(self: Task, project_id: int, sha: str, pipeline_id: int, mr_iid: int, g
 @shared_task(name="gate.sweep")
 def sweep() -> dict[str, int]:
     """Beat: finish gates past their deadline, restart lost polls, start gates whose job event was lost."""
-    return sweep_once(runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _end, _replay))
+    counts = sweep_once(
+        runtime(), Actions(_enqueue_poll, sync.delay, note.delay, _start_polling, _end, _replay, finished)
+    )
+    for action, n in counts.items():
+        metrics.SWEEP_ACTIONS.labels(action=action).inc(n)
+    return counts
 
 
 def _replay(task: str, payload: dict, inbox: str) -> None:

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from bot.adapters import metrics
 from bot.core.coverage import RegistryScanning, ScanningRule
 from bot.core.errors import PermanentError, TransientError
 from bot.core.models import Image, Reason, ScanResult
@@ -69,6 +70,14 @@ class _RoleCache:
 _roles = _RoleCache()
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or "Unknown"
+
+
+def _count(action: str, outcome: str) -> None:
+    metrics.ECR_CALLS.labels(operation=action.removeprefix("ecr:"), outcome=outcome).inc()
+
+
 def _client_error(exc: ClientError, action: str) -> ScanResult:
     error = exc.response.get("Error", {})
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -120,27 +129,44 @@ class EcrApi:
             paginator = self.client(image).get_paginator("describe_image_scan_findings")
             pages = list(paginator.paginate(**_request(image), PaginationConfig={"PageSize": page_size}))
         except _AssumeRoleDenied as exc:
+            _count(DESCRIBE_FINDINGS, "denied")
             return classify_error("AccessDenied", str(exc), 403, "sts:AssumeRole")
         except ClientError as exc:
+            _count(DESCRIBE_FINDINGS, metrics.ecr_outcome(_code(exc)))
             return _client_error(exc, DESCRIBE_FINDINGS)
         except NoCredentialsError:
+            _count(DESCRIBE_FINDINGS, "denied")
             return classify_error("NoCredentials", "no AWS credentials found", None, DESCRIBE_FINDINGS)
         except BotoCoreError as exc:
+            _count(DESCRIBE_FINDINGS, "unreachable")
             raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
+        except TransientError:
+            _count(DESCRIBE_FINDINGS, "throttled")  # STS throttled or failed while assuming the role
+            raise
+        _count(DESCRIBE_FINDINGS, "ok")
         return classify_response(merge_pages(pages))
 
     def _call(self, image: Image, action: str, fn: Callable[[Any], T]) -> T:
         """One boto3 call; final refusals raise EcrCallError, throttling and 5xx TransientError."""
         try:
-            return fn(self.client(image))
+            answer = fn(self.client(image))
         except _AssumeRoleDenied as exc:
+            _count(action, "denied")
             raise EcrCallError(classify_error("AccessDenied", str(exc), 403, "sts:AssumeRole")) from None
         except ClientError as exc:
+            _count(action, metrics.ecr_outcome(_code(exc)))
             raise EcrCallError(_client_error(exc, action)) from None
         except NoCredentialsError:
+            _count(action, "denied")
             raise EcrCallError(classify_error("NoCredentials", "no AWS credentials found", None, action)) from None
         except BotoCoreError as exc:
+            _count(action, "unreachable")
             raise TransientError(f"ECR unreachable: {type(exc).__name__}") from None
+        except TransientError:
+            _count(action, "throttled")
+            raise
+        _count(action, "ok")
+        return answer
 
     def describe_repository(self, image: Image) -> RepositoryInfo:
         """DescribeRepositories for the image's repository."""

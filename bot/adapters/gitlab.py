@@ -16,6 +16,7 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabHttpError
 from pydantic import SecretStr
 
+from bot.adapters import metrics
 from bot.adapters.gitlab_issues import IssuesMixin
 from bot.core.errors import PermanentError, TransientError
 from bot.core.events import Build
@@ -45,6 +46,10 @@ def _message(exc: GitlabHttpError) -> str:
     return str(exc.error_message)[:300]
 
 
+def _count(what: str, code: int | None) -> None:
+    metrics.GITLAB_CALLS.labels(operation=what, outcome=metrics.gitlab_outcome(code)).inc()
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Map python-gitlab and requests failures to TransientError / PermanentError."""
@@ -52,14 +57,19 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except GitlabHttpError as exc:
         code = exc.response_code or 0
+        _count(what, code)
         if code == 429 or code == 409 or code >= 500:
             retry_after = getattr(_retry_after, "value", None)
             raise TransientError(f"GitLab {code} on {what}: {_message(exc)}", retry_after) from None
         raise PermanentError(f"GitLab {code} on {what}: {_message(exc)}", code) from None
     except GitlabError as exc:  # e.g. GitlabAuthenticationError (401), which is no GitlabHttpError
+        _count(what, exc.response_code or 400)
         raise PermanentError(f"GitLab error on {what}: {type(exc).__name__}", exc.response_code or 0) from None
     except requests.RequestException as exc:
+        _count(what, None)
         raise TransientError(f"GitLab unreachable on {what}: {type(exc).__name__}", uncertain=True) from None
+    else:
+        _count(what, 200)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from typing import cast
 
@@ -211,6 +211,16 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
         raw = cast(dict[str, str], self.r.hgetall(self._k(key)))  # decode_responses: replies are str
         return from_hash(raw) if raw else None
 
+    def get_many(self, keys: Sequence[str]) -> list[Gate | None]:
+        """Gates in one round trip (a dashboard page reads hundreds); None where one has expired."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(self._k(key))
+        return [from_hash(raw) if raw else None for raw in cast(list[dict[str, str]], pipe.execute())]
+
+    def open_count(self) -> int:
+        return int(self.r.zcard(self._k(OPEN)))
+
     def start_polling(self, key: str, now: float, deadline: float) -> int:
         return int(self._start(keys=[self._k(key)], args=[now, deadline]))
 
@@ -269,6 +279,26 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
                 return
             yield from keys
             start += batch
+
+    def open_gate_states(self, limit: int) -> dict[str, int]:
+        """How many open gates are in each state (the oldest `limit`; the rest counted as "unscanned")."""
+        total = int(self.r.zcard(self._k(OPEN)))
+        keys = cast(list[str], self.r.zrange(self._k(OPEN), 0, limit - 1))
+        counts: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            pipe = self.r.pipeline(transaction=False)
+            for key in keys[start : start + 500]:
+                pipe.hget(self._k(key), "state")
+            for state in pipe.execute():
+                name = str(state) if state else "expired"
+                counts[name] = counts.get(name, 0) + 1
+        if total > len(keys):
+            counts["unscanned"] = total - len(keys)
+        return counts
+
+    def queue_length(self, queue_key: str) -> int:
+        """Messages waiting in a Celery queue (a Redis list; countdown retries sit in kombu's unacked hash)."""
+        return int(self.r.llen(queue_key))
 
     def forget_open(self, key: str) -> None:
         self.r.zrem(self._k(OPEN), key)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response, jsonify
 
 from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
 from bot.config import load_settings
+from bot.core.ops_settings import LogFormat
 from bot.core.settings import Settings
-from bot.logs import install_redaction
+from bot.logs import configure
+from bot.web.metrics import bp as metrics_bp
 from bot.web.webhook import WebhookDeps, bp, json_error_handler
 
 
@@ -21,8 +21,7 @@ def create_app(
     settings = settings or load_settings()
     if not settings.webhook_secrets:
         raise RuntimeError("refusing to start: no GITLAB_WEBHOOK_SECRET")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_redaction(settings.secret_values())
+    configure(settings.logging.format is LogFormat.JSON, settings.logging.level, settings.secret_values())
     app = Flask("ecr_scan_gate")
     # Flask refuses larger bodies with 413 before the view reads them.
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook.max_body_bytes
@@ -32,6 +31,7 @@ def create_app(
     )
     app.extensions["ecr_scan_gate"] = WebhookDeps(settings, store, enqueue)
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
     app.register_error_handler(413, json_error_handler)
 
     @app.get("/healthz")

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from bot.adapters import metrics_dir
+
+# Before any worker imports prometheus_client (the app is loaded after the fork): the workers' metrics files
+# go to one fresh directory of this master, and /metrics in any worker adds up all of them.
+metrics_dir.prepare("web")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # gevent: every connection is a greenlet, so clients that send their headers or body slowly wait without
@@ -22,3 +29,10 @@ keepalive = 5
 # A request line or header longer than this is refused by gunicorn itself (431/400), before the app.
 limit_request_line = 8190
 limit_request_fields = 100
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's live gauges must not count any more (its counters stay in the sums)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from kombu.exceptions import KombuError
 
+from bot.adapters import metrics
 from bot.adapters.queue import Enqueue
 from bot.adapters.store import Store
 from bot.adapters.task_message import queue_key
@@ -20,6 +21,7 @@ from bot.core.commands import note_to_dict, parse_note, why_not_a_command
 from bot.core.events import Event, EventKind, InvalidEvent, JobEvent, event_to_dict, parse_event
 from bot.core.routing import why_ignored
 from bot.core.settings import Settings
+from bot.logs import bind, unbind
 from bot.web.auth import AuthResult, authenticate
 from bot.web.limits import BodyTooLarge, TooDeep, UnreadableBody, loads_bounded, read_body
 
@@ -42,6 +44,21 @@ class WebhookDeps:
     @property
     def queue_key(self) -> str:
         return queue_key(self.settings.redis.key_prefix)
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    """Every answer the webhook gives, by code (413s from Flask's body limit included)."""
+    metrics.DELIVERIES.labels(code=str(response.status_code)).inc()
+    return response
+
+
+@bp.teardown_request
+def _unbind(_: BaseException | None) -> None:
+    # A threaded server reuses its threads: a request's log fields must not leak into the next one's.
+    token = g.pop("log_token", None)
+    if token is not None:
+        unbind(token)
 
 
 def _deps() -> WebhookDeps:
@@ -122,6 +139,8 @@ def webhook() -> tuple[Response, int]:
         event = parse_event(kind, payload)
     except InvalidEvent as exc:
         return _answer(400, error=f"invalid {kind}: {exc}")
+    if event is not None:
+        g.log_token = bind(project=event.project_id, pipeline=event.pipeline_id)
     if event is None:
         # 2xx: GitLab disables hooks that keep failing; an event we don't use is not a failure.
         return _answer(200, status="ignored", reason=f"event {str(kind)[:40]!r} is not handled")
