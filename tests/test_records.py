@@ -37,3 +37,35 @@ def test_the_audit_keeps_the_last_fifty(rt):
         rt.store.add_audit(7, 3, AuditEntry(time.time(), "u", f"cmd {i}", "ok", i))
     entries = rt.store.audit(7, 3)
     assert len(entries) == 50 and entries[0].command == "cmd 5" and entries[-1].note_id == 54
+
+
+def test_a_merge_verdict_is_counted_once_for_the_dashboard_a_rescan_not(rt, fake_gitlab, ecr):
+    from bot.adapters.history import RECENT_KEPT
+    from bot.core.models import Reason
+    from bot.core.policy import failed_verdict
+    from bot.core.risk import utc_day
+    from tests.harness import Scenario
+
+    s = Scenario(fake_gitlab, ecr, lambda *a: None)
+    g = inprocess.gate(rt, s, "app")
+    assert rt.store.finish(g.key, failed_verdict(Reason.TIMEOUT, g.image))
+    assert not rt.store.finish(g.key, failed_verdict(Reason.ERROR, g.image))  # the first verdict wins, once
+    today = utc_day(time.time())
+    assert rt.store.daily_counts(s.project_id, today) == {"timeout": 1}
+    assert [key for key, _ in rt.store.recent_verdicts(10)] == [g.key]
+    assert s.project_id in rt.store.stats_projects()
+    # A rescan's verdict feeds its issue, not the merge rates.
+    rescan = f"rescan:{s.project_id}:app:sha256:{'a' * 64}"
+    rt.store.r.hset(rt.store._k(rescan), mapping={"state": "polling"})
+    assert rt.store.finish(rescan, failed_verdict(Reason.SCAN_FAILED, g.image))
+    assert rt.store.daily_counts(s.project_id, today) == {"timeout": 1}
+    assert len(rt.store.recent_verdicts(10)) == 1
+    # The recent list keeps the newest RECENT_KEPT.
+    pipe = rt.store.r.pipeline()
+    for i in range(RECENT_KEPT + 5):
+        pipe.zadd(rt.store._k("recent"), {f"gate:{s.project_id}:{i}:x": float(i)})
+    pipe.execute()
+    other = inprocess.gate(rt, Scenario(fake_gitlab, ecr, lambda *a: None), "app")
+    assert rt.store.finish(other.key, failed_verdict(Reason.TIMEOUT, other.image))
+    kept = rt.store.recent_verdicts(RECENT_KEPT + 10)
+    assert len(kept) == RECENT_KEPT and kept[0][0] == other.key
