@@ -431,3 +431,21 @@ def test_a_glob_entry_checks_each_project_it_matches(ecr: EcrDouble, gl: FakeGit
     # grp/team/web has no repo file and no commits: the central image, and CI lint cannot answer.
     assert "INFO  repo grp/team/web: no .gitlab/ecr-scan-gate.toml on main: the central config's images apply" in out
     assert "elsewhere/x" not in out
+
+
+def test_doctor_says_who_can_read_metrics_and_the_dashboard(tmp_path) -> None:
+    from bot.cli.doctor.main import operations_lines
+    from bot.config import load_settings
+    from bot.core.ops_settings import DASHBOARD_PASSWORD_ENV, METRICS_TOKEN_ENV
+    from tests import configs
+
+    path = configs.write_config(tmp_path / "ops.toml", dashboard={"enabled": True})
+
+    def lines(**env: str) -> list[tuple[str, str]]:
+        settings = load_settings(path, env, require_secrets=False)
+        return [(line.level.value, line.subject) for line in operations_lines(settings)]
+
+    assert lines() == [("INFO", "metrics"), ("FAIL", "dashboard")]
+    assert lines(**{DASHBOARD_PASSWORD_ENV: "short"}) == [("INFO", "metrics"), ("WARN", "dashboard")]
+    strong = {DASHBOARD_PASSWORD_ENV: "x" * 24, METRICS_TOKEN_ENV: "t" * 24}
+    assert lines(**strong) == [("PASS", "dashboard")]
