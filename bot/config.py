@@ -95,8 +95,7 @@ def load_settings(
         problems += [p for p in _format_validation(str(path), exc) if p.split(": ")[1] not in flagged]
         settings = None
     # Only where the secrets are required (web, worker): `check` and `doctor` read the same file without them.
-    dashboard = settings is not None and settings.dashboard.enabled
-    if require_secrets and dashboard and not settings.dashboard_password.get_secret_value():
+    if require_secrets and settings is not None and settings.dashboard.enabled and not settings.dashboard_password:
         problems.append(f"environment: {DASHBOARD_PASSWORD_ENV} is not set ([dashboard] enabled needs its password)")
     if problems or settings is None:
         raise ConfigError(problems)
