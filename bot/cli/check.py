@@ -14,12 +14,13 @@ from bot.adapters.ecr import EcrApi, EcrCallError
 from bot.cli.main import Clock, Sleep
 from bot.cli.options import CheckOptions, check_options
 from bot.cli.output import Outcome, as_json, failure_lines, summary_lines, write_dotenv
+from bot.cli.reports import crashed, now, write_config_error_reports, write_reports
 from bot.core import dotenv
 from bot.core import poll as rule
 from bot.core.coverage import coverage
 from bot.core.errors import ConfigError, TransientError
 from bot.core.markdown import clean
-from bot.core.models import CONFIG_ERROR_EXIT, Image, Reason, ScanResult, Verdict
+from bot.core.models import CONFIG_ERROR_EXIT, Image, Phase, Reason, ScanResult, Verdict
 from bot.core.policy import scan_not_found_explained
 from bot.core.risk import utc_day
 from bot.core.settings import MIN_SAFE_INTERVAL_S, too_fast
@@ -51,7 +52,8 @@ def run_check(
         if line:
             progress(line)
         if isinstance(step, rule.Finish):
-            return Outcome(step.verdict, step.progress.attempts, clock() - start)
+            read = answer if isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE else None
+            return Outcome(step.verdict, step.progress.attempts, clock() - start, read)
         image, state = step.image, step.progress
         sleep(step.after_s)
 
@@ -88,11 +90,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock, sleep: S
     def err(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    started = now()
     try:
         opts = check_options(args, env)
     except ConfigError as exc:
         if args.dotenv:
             write_dotenv(args.dotenv, None, dotenv.CONFIG_ERROR_REASON)
+        write_config_error_reports(args, env, exc.problems, started)
         err("ecr-scan-gate: " + str(exc))
         if args.json:
             print(
@@ -117,14 +121,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock, sleep: S
     )
     try:
         outcome = run_check(opts, EcrApi(opts.ecr), out, clock=clock, sleep=sleep)
-    except Exception:
+        if outcome.verdict.reason is Reason.SCAN_NOT_FOUND:
+            outcome = replace(outcome, verdict=_explained(EcrApi(opts.ecr), opts.image, outcome.verdict))
+    except Exception as exc:
+        # Crashed: later jobs still learn why, and GitLab shows a failed scan, not an empty one.
         if opts.dotenv:
-            write_dotenv(opts.dotenv, None, Reason.ERROR.value)  # crashed: later jobs still learn why
+            write_dotenv(opts.dotenv, None, Reason.ERROR.value)
+        write_reports(opts.reports, opts.image, crashed(opts.image, exc), opts.policy, started)
         raise
-    if outcome.verdict.reason is Reason.SCAN_NOT_FOUND:
-        outcome = replace(outcome, verdict=_explained(EcrApi(opts.ecr), opts.image, outcome.verdict))
     if opts.dotenv:
         write_dotenv(opts.dotenv, outcome.verdict)
+    write_reports(opts.reports, opts.image, outcome.verdict, opts.policy, started, outcome.scan)
     for line in summary_lines(opts, outcome):
         out(line)
     if opts.json:

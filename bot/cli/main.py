@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--not-found-grace", type=float, help="seconds to re-ask after ScanNotFound/ImageNotFound")
     check.add_argument("--dotenv", metavar="FILE", help="write VULN_*, SCAN_REASON, IMAGE_DIGEST for later jobs")
     check.add_argument("--json", action="store_true", help="print the verdict as one JSON object on stdout")
+    check.add_argument(
+        "--gitlab-report",
+        metavar="FILE",
+        help="write a GitLab container scanning report (artifacts:reports:container_scanning), also on failure",
+    )
+    check.add_argument("--sarif", metavar="FILE", help="write the findings as SARIF 2.1.0, also on failure")
+    check.add_argument(
+        "--sarif-path",
+        metavar="PATH",
+        help="the repository file SARIF results point at, e.g. the image's Dockerfile (default Dockerfile)",
+    )
     check.add_argument("--config", help="optional TOML config (env ECR_GATE_CONFIG); flags override it")
     doctor = sub.add_parser("doctor", help="check the GitLab and ECR setup; exit 0 only when nothing fails")
     doctor.add_argument("--config", help="TOML config (default $ECR_GATE_CONFIG or config.toml)")

@@ -24,6 +24,22 @@ from bot.core.settings import EcrSettings, ImageSettings, PolicySettings, ScanSe
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,299}")
 # ECR_REGISTRY as CI variables spell it: 123456789012.dkr.ecr.us-east-1.amazonaws.com
 _REGISTRY_HOST_RE = re.compile(r"(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?")
+# --sarif-path: a path relative to the repository root (code-scanning UIs match it against the checkout).
+_SARIF_PATH_RE = re.compile(r"[A-Za-z0-9_@+~.-][A-Za-z0-9_@+~./ -]{0,299}")
+DEFAULT_SARIF_PATH = "Dockerfile"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where `check` writes its security reports (None: not asked for), and the file a SARIF result names."""
+
+    gitlab: str | None = None
+    sarif: str | None = None
+    sarif_path: str = DEFAULT_SARIF_PATH
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ReportFiles:
+        return cls(args.gitlab_report, args.sarif, args.sarif_path or DEFAULT_SARIF_PATH)
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class CheckOptions:
     ecr: EcrSettings
     dotenv: str | None = None
     json: bool = False
+    reports: ReportFiles = ReportFiles()
 
 
 def _fail_on(value: object) -> tuple[Severity, ...]:
@@ -71,6 +88,19 @@ def _policy_file(path: str | None, org: PolicySettings, problems: list[str]) -> 
         problems.extend(f"--policy {path}: {p}" for p in policy)
         return org.rules()
     return policy
+
+
+def _report_problems(reports: ReportFiles, dotenv: str | None) -> list[str]:
+    problems = []
+    path = reports.sarif_path
+    if not _SARIF_PATH_RE.fullmatch(path) or ".." in path.split("/") or path.endswith("/"):
+        problems.append(
+            f"--sarif-path {clean(path, 80)!r}: give a file path relative to the repository root, e.g. Dockerfile"
+        )
+    files = [Path(p) for p in (dotenv, reports.gitlab, reports.sarif) if p]
+    if len(set(files)) < len(files):
+        problems.append("--dotenv, --gitlab-report and --sarif must name different files")
+    return problems
 
 
 def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOptions:
@@ -134,6 +164,8 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOpti
     except ConfigError as exc:
         problems += exc.problems
         fail_on = ()
+    reports = ReportFiles.from_args(args)
+    problems += _report_problems(reports, args.dotenv)
     if problems:
         raise ConfigError(problems)
     scan = scan.model_copy(update=overrides)
@@ -152,4 +184,5 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> CheckOpti
         settings.ecr if settings else EcrSettings(),
         args.dotenv,
         args.json,
+        reports,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.cli.options import CheckOptions
 from bot.core import dotenv
 from bot.core.markdown import clean
-from bot.core.models import Reason, Severity, Verdict, dump_verdict
+from bot.core.models import Reason, ScanResult, Severity, Verdict, dump_verdict
 from bot.core.report import status_for
 
 MAX_LISTED = 20  # blocking findings printed; --json lists up to 500 (the verdict's bound), with exact totals
@@ -33,14 +33,20 @@ class Outcome:
     verdict: Verdict
     attempts: int
     elapsed_s: float
+    scan: ScanResult | None = None  # the COMPLETE answer the verdict was decided on (the reports list all of it)
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Replace the file whole: a reader (a later job, GitLab's artifact upload) never sees half of it."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
 
 
 def write_dotenv(path: str | os.PathLike[str], verdict: Verdict | None, reason: str = "") -> None:
     """Replace the file (not append: a retried job must not leave two values per key)."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(dotenv.render(verdict, reason), encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(path, dotenv.render(verdict, reason))
 
 
 def summary_lines(opts: CheckOptions, outcome: Outcome) -> list[str]:

@@ -159,6 +159,7 @@ class Finding:
     status: str = "ACTIVE"
     fix_available: str = ""  # enhanced fixAvailable: YES, NO, PARTIAL ("" for basic findings)
     cvss: float | None = None  # the highest CVSS base score ECR gave (basic CVSS*_SCORE, enhanced score)
+    platform: str = ""  # enhanced only: the image's OS as Inspector names it (e.g. DEBIAN_12); "" = not named
 
     @property
     def active(self) -> bool:

@@ -126,10 +126,22 @@ def _enhanced_finding(raw: Mapping[str, Any]) -> Finding:
         description=str(raw.get("description") or ""),
         status=str(raw.get("status") or "ACTIVE"),
         fix_available=str(raw.get("fixAvailable") or ""),
+        platform=_platform(raw.get("resources")),
         cvss=_score(raw["score"])
         if raw.get("score") is not None
         else _best([_score(c.get("baseScore")) for c in details.get("cvss") or () if isinstance(c, Mapping)]),
     )
+
+
+def _platform(resources: object) -> str:
+    """resources[].details.awsEcrContainerImage.platform of an enhanced finding ("" when absent or odd)."""
+    for resource in resources if isinstance(resources, list) else ():
+        details = resource.get("details") if isinstance(resource, Mapping) else None
+        image = details.get("awsEcrContainerImage") if isinstance(details, Mapping) else None
+        platform = image.get("platform") if isinstance(image, Mapping) else None
+        if isinstance(platform, str) and platform:
+            return platform
+    return ""
 
 
 def _counts(raw: object) -> dict[Severity, int]:
