@@ -222,6 +222,16 @@ def rescan(url: str, gitlab: FakeGitLab, ecr: EcrDouble, config: Path, env: dict
     print(textwrap.indent(issue["description"], "   │ "))
 
 
+def show_metrics(url: str, worker_port: int) -> None:
+    """A few lines of what Prometheus would scrape: the web's /metrics and the worker's port."""
+    say("Metrics (README: Operating it): verdicts from the worker's port, deliveries and open gates from /metrics")
+    wanted = ("ecr_scan_gate_gates_finished_total", "ecr_scan_gate_deliveries_total", "ecr_scan_gate_open_gates")
+    for source in (f"http://127.0.0.1:{worker_port}/metrics", f"{url}/metrics"):
+        for line in requests.get(source, timeout=5).text.splitlines():
+            if line.startswith(wanted):
+                print(f"   {line}")
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ecr-scan-gate-demo-"))
     gitlab, ecr = FakeGitLab(token=harness.GITLAB_TOKEN).start(), EcrDouble().start()
@@ -256,6 +266,7 @@ def main() -> int:
             scan={"poll_interval_s": 2, "timeout_s": 60, "not_found_grace_s": 4, "first_read_after_s": 2},
             sweep={"interval_s": 5, "stuck_after_s": 30},
             monitor={"enabled": True},
+            metrics={"worker_port": (metrics_port := free_port()), "bind": "127.0.0.1"},
             projects=[
                 {
                     "path": "acme/*",
@@ -318,6 +329,7 @@ def main() -> int:
         show_note(gitlab, PROJECT_ID, MR_IID)
         monorepo(url, gitlab, ecr)
         rescan(url, gitlab, ecr, config, env)
+        show_metrics(url, metrics_port)
         calls = ecr.calls("DescribeImageScanFindings")
         say(f"ECR: {len(calls)} DescribeImageScanFindings calls, one per poll; logs in {workdir}")
         return 0
