@@ -10,6 +10,7 @@ from bot.config import load_settings
 from bot.core.ops_settings import LogFormat
 from bot.core.settings import Settings
 from bot.logs import configure
+from bot.web.dashboard import register as register_dashboard
 from bot.web.metrics import bp as metrics_bp
 from bot.web.webhook import WebhookDeps, bp, json_error_handler
 
@@ -33,6 +34,7 @@ def create_app(
     app.register_blueprint(bp)
     app.register_blueprint(metrics_bp)
     app.register_error_handler(413, json_error_handler)
+    register_dashboard(app, settings, store)  # /dashboard, only when [dashboard] enabled
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
