@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.ecr import SCAN_OP, basic_finding, enhanced_finding
 from tests.fakes.ecr.events import EventSpec, ecr_image_action_event
 from tests.harness import PUSH_APP, Scenario, wait_for
-from tests.stack import Stack
+from tests.stack import Stack, free_port
 
 BACKSTOP_S = 10.0
 HIGH = basic_finding("CVE-2023-44487", "HIGH", "nghttp2", "1.43.0-1", "1.43.0-1+deb11u1")
@@ -24,7 +26,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # the scan can only have come from its event, and a start without the job event only from the PUSH.
     events = {"wait_s": 20, "backstop_interval_s": BACKSTOP_S, "drift_after_s": 2, "visibility_timeout_s": 5}
     workdir = Path(tmp_path_factory.mktemp("events"))
-    with Stack(workdir, events=events, timeout_s=60, stuck_after=30, grace=5) as running:
+    port = free_port()  # the events process' metrics port
+    metrics = {"events_port": port, "bind": "127.0.0.1"}
+    with Stack(workdir, events=events, timeout_s=60, stuck_after=30, grace=5, metrics=metrics) as running:
+        running.events_metrics = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         yield running
 
 
@@ -157,3 +162,21 @@ def test_poison_goes_to_the_dead_letter_queue_and_the_queue_keeps_flowing(stack:
     assert s.wait_status("app", timeout=30)["status"] == "success"
     assert stack.events is not None
     assert "is poison (message body is not JSON): moved to the dead-letter queue" in stack.events.log_text()
+
+
+def test_the_events_process_counts_what_it_handled_on_its_metrics_port(stack: Stack) -> None:
+    def counted(outcome: str) -> float:
+        text = requests.get(stack.events_metrics, timeout=5).text  # type: ignore[attr-defined]
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "ecr_scan_gate_registry_events_total" and sample.labels == {"outcome": outcome}:
+                    return sample.value
+        return 0.0
+
+    before_queued, before_dead = counted("queued"), counted("dead")
+    stack.ecr.send_event(stack.queue_url, "still not an event")
+    s = started(stack)
+    assert s.job_event(PUSH_APP).status_code == 202
+    timeline(stack, s, {"status": "COMPLETE", "findings": []})
+    assert s.wait_status("app", timeout=30)["status"] == "success"
+    wait_for(lambda: counted("queued") > before_queued and counted("dead") == before_dead + 1, 20, "the counts")
