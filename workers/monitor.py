@@ -170,8 +170,7 @@ def rescanned(gate_key: str) -> None:
 def issue(self: Task, project_id: int, repository: str) -> str:
     """Create, edit, reopen or close the repository's one issue so it shows what the watched digests show."""
     rt = runtime()
-    # 60 s: longer than one issue sync (a find, then one or two writes, each with GitLab's 10 s timeout).
-    lock = rt.store.r.lock(rt.store._k(f"lock:issue:{project_id}:{repository}"), timeout=60, blocking_timeout=0)
+    lock = rt.store.issue_lock(project_id, repository)
     if not lock.acquire():
         # Another sync of this issue, or one a killed worker held (the lock lapses after its 60 s): waiting for
         # it uses no GitLab retries, and 40 more tries at 2 s outlast the lock.

@@ -336,6 +336,12 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
         lock: Lock = self.r.lock(self._k(f"lock:note:{project_id}:{iid}"), timeout=60, blocking_timeout=0)
         return lock
 
+    def issue_lock(self, project_id: int, repository: str) -> Lock:
+        # 60 s: longer than one issue update (find, then create or edit, a 10 s timeout each); a lock a
+        # killed worker held lapses by then.
+        lock: Lock = self.r.lock(self._k(f"lock:issue:{project_id}:{repository}"), timeout=60, blocking_timeout=0)
+        return lock
+
     def ping(self) -> bool:
         try:
             return bool(self.r.ping())
