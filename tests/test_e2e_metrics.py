@@ -95,10 +95,12 @@ def test_every_metric_moves_on_a_real_gate(stack: Stack):
 
     assert s.job_event(PUSH_APP, "success").status_code == 202
     assert s.wait_status("app")["status"] == "failed"
+    s.wait_note("BLOCKED")  # the note's POST may come after the status
     m = wait_for(
         lambda: (
             (m := worker(stack))
             and value(m, "ecr_scan_gate_gates_finished_total", reason="blocked", kind="merge")
+            and value(m, "ecr_scan_gate_gitlab_calls_total", operation="POST note", outcome="ok")
             and m
         ),
         20,
@@ -175,7 +177,11 @@ def test_json_logs_carry_gate_project_pipeline_and_reason(stack: Stack):
     verdict = lines[0]
     assert verdict["reason"] == "blocked" and verdict["project"] == s.project_id
     assert verdict["pipeline"] == s.pipeline_id and "blocking" in verdict["message"]
-    records = json_lines(stack.workers[0].log_text()) + json_lines(stack.web.log_text())  # type: ignore[union-attr]
+    web_log = stack.web.log_text()  # type: ignore[union-attr]
+    # The web process' every line is JSON, gunicorn's own (boots, exits) included.
+    assert [line for line in web_log.splitlines() if line.strip() and not line.startswith("{")] == []
+    assert any(r["logger"] == "gunicorn.error" for r in json_lines(web_log))
+    records = json_lines(stack.workers[0].log_text()) + json_lines(web_log)
     assert records
     for record in records:
         assert {"time", "level", "logger", "message", "gate", "project", "pipeline", "reason"} <= set(record)
