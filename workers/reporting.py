@@ -10,7 +10,7 @@ from redis.lock import Lock
 from bot.core.errors import TransientError
 from bot.core.gate import Gate, GateState
 from bot.core.plan import NotGated
-from bot.core.report import gate_status, project_url, render_note, target_url
+from bot.core.report import gate_status, mr_url, render_note, target_url
 from workers.runtime import Runtime
 
 
@@ -128,7 +128,7 @@ def refresh_notes(rt: Runtime, project_id: int, sha: str, pipeline_id: int, mr_i
                 max_listed=rt.settings.policy.max_listed,
                 not_gated=not_gated,
                 audit=audit,
-                mr_url=f"{project_url(rt.settings.gitlab.url, path)}/-/merge_requests/{iid}",
+                mr_url=mr_url(rt.settings.gitlab.url, path, iid),
             )
             rt.gitlab.upsert_note(project_id, iid, body)
             _settle(rt, gates)

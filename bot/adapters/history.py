@@ -24,10 +24,9 @@ class HistoryRecords:
     """Read side of what Store.finish writes (in the same Lua call as the verdict)."""
 
     r: redis.Redis
-    prefix: str
 
-    def _k(self, key: str) -> str:
-        return f"{self.prefix}:{key}"
+    def _k(self, key: str) -> str:  # pragma: no cover - Store defines it
+        raise NotImplementedError
 
     def recent_verdicts(self, limit: int) -> list[tuple[str, float]]:
         """The newest finished merge gates: (gate key, when), newest first."""
@@ -48,8 +47,9 @@ class HistoryRecords:
     def stats_projects(self) -> list[int]:
         """Projects with any counted verdict in the kept days (scanned, not kept in a set: few keys)."""
         found = set()
-        for key in cast(list[str], list(self.r.scan_iter(match=self._k("stats:*"), count=500))):
-            project = key.removeprefix(self._k("stats:")).partition(":")[0]
+        head = self._k("stats:")
+        for key in cast(list[str], list(self.r.scan_iter(match=head + "*", count=500))):
+            project = key.removeprefix(head).partition(":")[0]
             if project.isdigit():
                 found.add(int(project))
         return sorted(found)

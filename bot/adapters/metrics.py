@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
+import redis
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -130,7 +131,7 @@ class RedisGauges(Collector):
         try:
             counts = self.store.open_gate_states(MAX_OPEN_SCANNED)
             queued = self.store.queue_length(self.queue_key)
-        except Exception:  # noqa: BLE001 - a scrape while Redis is down reports the gauges as absent, not a 500
+        except redis.RedisError:  # a scrape while Redis is down reports the gauges as absent, not a 500
             return
         for state in ("waiting", "polling", "done"):
             states.add_metric([state], counts.pop(state, 0))
@@ -144,19 +145,11 @@ class RedisGauges(Collector):
 def exposition(store: Store | None = None, queue_key: str = "") -> bytes:
     """The text format of a scrape: this process' metrics (or every process' in multiprocess mode), plus the
     Redis gauges when a store is given."""
+    registry = CollectorRegistry()
     if multiprocess_mode():
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry = CollectorRegistry()
-        registry.register(cast(Collector, _Default()))
+        registry.register(REGISTRY)  # a registry is a collector: this process' own metrics
     if store is not None:
         registry.register(RedisGauges(store, queue_key))
     return generate_latest(registry)
-
-
-class _Default(Collector):
-    """This process' own metrics (single-process mode), re-exported beside the Redis gauges."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield from cast(Iterator[GaugeMetricFamily], REGISTRY.collect())

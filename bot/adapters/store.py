@@ -219,6 +219,7 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
         return [from_hash(raw) if raw else None for raw in cast(list[dict[str, str]], pipe.execute())]
 
     def open_count(self) -> int:
+        """How many gates are open (unfinished, or done and not yet posted and noted)."""
         return int(self.r.zcard(self._k(OPEN)))
 
     def start_polling(self, key: str, now: float, deadline: float) -> int:
@@ -282,7 +283,7 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
 
     def open_gate_states(self, limit: int) -> dict[str, int]:
         """How many open gates are in each state (the oldest `limit`; the rest counted as "unscanned")."""
-        total = int(self.r.zcard(self._k(OPEN)))
+        total = self.open_count()
         keys = cast(list[str], self.r.zrange(self._k(OPEN), 0, limit - 1))
         counts: dict[str, int] = {}
         for start in range(0, len(keys), 500):

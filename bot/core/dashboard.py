@@ -23,7 +23,7 @@ from bot.core.dashboard_parts import (
 from bot.core.gate import Gate, GateKind, GateState
 from bot.core.markdown import clean
 from bot.core.models import Acceptance, Reason
-from bot.core.report import project_url
+from bot.core.report import mr_url, pipeline_url
 from bot.core.risk import utc_day
 
 
@@ -77,9 +77,9 @@ class Links:
 
 
 def links(gitlab_url: str, gate: Gate) -> Links:
-    base = project_url(gitlab_url, gate.project_path)
-    pipeline = f"{base}/-/pipelines/{gate.pipeline_id}" if gate.pipeline_id > 0 else ""
-    return Links(pipeline, f"{base}/-/merge_requests/{gate.mr_iid}" if gate.mr_iid > 0 else "")
+    path = gate.project_path
+    pipeline = pipeline_url(gitlab_url, path, gate.pipeline_id) if gate.pipeline_id > 0 else ""
+    return Links(pipeline, mr_url(gitlab_url, path, gate.mr_iid) if gate.mr_iid > 0 else "")
 
 
 @dataclass(frozen=True)

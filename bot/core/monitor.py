@@ -9,7 +9,7 @@ from enum import StrEnum
 from bot.core.markdown import md_code, md_inline
 from bot.core.models import Image, Reason, Verdict
 from bot.core.policy import Policy
-from bot.core.report import findings_block, project_url
+from bot.core.report import findings_block, pipeline_url
 from bot.core.risk import finding_key
 
 ISSUE_MARKER_PREFIX = "<!-- ecr-scan-gate:monitor:"
@@ -121,7 +121,7 @@ def render_issue(repository: str, watched: Sequence[Watched], gitlab_url: str = 
 
 def _digest_section(w: Watched, gitlab_url: str) -> str:
     # The link is built from the configured GitLab URL, never from a payload's.
-    where = f"{project_url(gitlab_url, w.project_path)}/-/pipelines/{w.pipeline_id}" if gitlab_url else ""
+    where = pipeline_url(gitlab_url, w.project_path, w.pipeline_id) if gitlab_url else ""
     pipeline = f"[pipeline {w.pipeline_id}]({where})" if where else f"pipeline {w.pipeline_id}"
     shipped = f"shipped by {pipeline} on {md_code(w.ref, 100)}"
     head = f"### {md_code(w.image.digest, 80)} ({shipped})"

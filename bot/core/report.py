@@ -85,11 +85,19 @@ def project_url(gitlab_url: str, project_path: str) -> str:
     return f"{gitlab_url}/{quote(project_path, safe='/')}"
 
 
+def mr_url(gitlab_url: str, project_path: str, iid: int) -> str:
+    return f"{project_url(gitlab_url, project_path)}/-/merge_requests/{iid}"
+
+
+def pipeline_url(gitlab_url: str, project_path: str, pipeline_id: int) -> str:
+    return f"{project_url(gitlab_url, project_path)}/-/pipelines/{pipeline_id}"
+
+
 def target_url(gitlab_url: str, gate: Gate) -> str:
     """Where a commit status links to: the MR when there is one, else the pipeline."""
     if gate.mr_iid:
-        return f"{project_url(gitlab_url, gate.project_path)}/-/merge_requests/{gate.mr_iid}"
-    return f"{project_url(gitlab_url, gate.project_path)}/-/pipelines/{gate.status_pipeline_id}"
+        return mr_url(gitlab_url, gate.project_path, gate.mr_iid)
+    return pipeline_url(gitlab_url, gate.project_path, gate.status_pipeline_id)
 
 
 def note_has_marker(body: str) -> bool:
