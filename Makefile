@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: venv redis test demo lint soak bench bench-gate clean
+.PHONY: venv redis test fuzz demo lint soak bench bench-gate clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ redis:
 
 test: lint redis
 	$(PY) -m pytest -q
+
+# The property tests with fresh random examples (the test command draws the same ones every run).
+fuzz: venv redis
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider $$(grep -l '@given' tests/test_*.py)
 
 demo: venv redis
 	$(PY) scripts/demo.py

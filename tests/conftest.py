@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 
 from bot.config import load_settings
 from bot.core.settings import Settings
@@ -16,6 +17,13 @@ from bot.web.app import create_app
 from tests import harness
 from tests.fakes.ecr import EcrDouble
 from tests.fakes.gitlab import FakeGitLab
+
+# The test command gates merges, so its property tests draw the same examples every run: a red run
+# then means a change broke something, not that the dice found an old edge. `make fuzz` explores
+# with fresh random examples each run; what it finds becomes an @example in the test.
+hypothesis_settings.register_profile("gate", derandomize=True, database=None)
+hypothesis_settings.register_profile("fuzz", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
 # DB 15 of the machine's Redis (started by `make test` when none runs); each session uses a key
 # prefix of its own and deletes its keys at the end.
