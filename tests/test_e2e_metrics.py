@@ -51,18 +51,26 @@ def web(stack: Stack) -> Samples:
 
 
 def worker(stack: Stack) -> Samples:
-    return parse(requests.get(stack.worker_metrics, timeout=5).text)  # type: ignore[attr-defined]
+    answer = requests.get(stack.worker_metrics, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)  # type: ignore[attr-defined]
+    assert answer.status_code == 200, answer.text
+    return parse(answer.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def refused_without_the_token(url: str) -> None:
+    missing = requests.get(url, timeout=5)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for wrong in ("Bearer nope", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN):
+        answer = requests.get(url, headers={"Authorization": wrong}, timeout=5)
+        assert answer.status_code == 401, wrong
+        assert TOKEN not in answer.text and "ecr_scan_gate" not in answer.text
+
+
 def test_metrics_refuse_a_scrape_without_the_token(stack: Stack):
-    assert requests.get(f"{stack.base_url}/metrics", timeout=5).status_code == 401
-    wrong = requests.get(f"{stack.base_url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=5)
-    assert wrong.status_code == 401
-    assert TOKEN not in wrong.text
+    refused_without_the_token(f"{stack.base_url}/metrics")
 
 
 def test_every_metric_moves_on_a_real_gate(stack: Stack):
@@ -92,6 +100,7 @@ def test_every_metric_moves_on_a_real_gate(stack: Stack):
     assert value(waiting, "ecr_scan_gate_queue_depth", queue="ecr-scan-gate") == 0
     # beat sweeps every 2 s: the waiting gate is looked at and left alone ("ok").
     wait_for(lambda: value(worker(stack), "ecr_scan_gate_sweep_actions_total", action="ok") >= 1, 20, "a sweep action")
+    refused_without_the_token(stack.worker_metrics)  # type: ignore[attr-defined]  # the same token on the worker's port
 
     assert s.job_event(PUSH_APP, "success").status_code == 202
     assert s.wait_status("app")["status"] == "failed"

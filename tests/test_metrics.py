@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.adapters import metrics
@@ -124,6 +126,50 @@ def test_metrics_can_be_off_or_behind_a_token(settings):
     ok = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token-value"})
     assert ok.status_code == 200 and b"ecr_scan_gate_deliveries" in ok.data
     assert create_app(settings).test_client().get("/metrics").status_code == 200  # no token set: open
+
+
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        ("Bearer s3cret-token-value", True),
+        ("bearer s3cret-token-value", True),  # the scheme is case-insensitive (RFC 9110 11.1)
+        ("Bearer  s3cret-token-value ", True),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer s3cret-token-valu", False),
+        ("Bearer s3cret-token-value2", False),
+        ("Basic s3cret-token-value", False),
+        ("s3cret-token-value", False),
+        ("Bearer s3cr\udcffet", False),  # not UTF-8: refused, never raised
+    ],
+)
+def test_a_scrape_needs_the_exact_bearer_token(header: str, allowed: bool):
+    assert metrics.scrape_allowed(header, "s3cret-token-value") is allowed
+    assert metrics.scrape_allowed(header, "") is True  # no token set: any scrape
+
+
+def test_the_worker_port_answers_only_with_the_token():
+    from bot.adapters.metrics_server import serve
+
+    server = serve("127.0.0.1", 0, "test", "s3cret-token-value")
+    assert server is not None
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert requests.get(f"{url}/metrics", timeout=5).status_code == 401
+        wrong = requests.get(f"{url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == metrics.CHALLENGE
+        assert "ecr_scan_gate" not in wrong.text
+        ok = requests.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret-token-value"}, timeout=5)
+        assert ok.status_code == 200 and "# TYPE ecr_scan_gate_deliveries" in ok.text
+        assert requests.get(f"{url}/other", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+    # A port in use is logged and skipped, not fatal: a second worker on the same host.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert serve("127.0.0.1", taken.getsockname()[1], "test") is None
 
 
 def test_a_delivery_is_counted_by_its_answer(settings):

@@ -177,7 +177,7 @@ def main() -> int:
         settings.events.batch,
     )
     if settings.metrics.enabled and settings.metrics.events_port:
-        serve(settings.metrics.bind, settings.metrics.events_port, "events")
+        serve(settings.metrics.bind, settings.metrics.events_port, "events", settings.metrics_token.get_secret_value())
     queue = SqsApi.for_settings(settings)
     run(settings.events, queue, producer(settings), state, random.Random())  # noqa: S311 - jitter only
     log.info("stopped")

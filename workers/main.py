@@ -67,7 +67,7 @@ def _serve_metrics(**_: object) -> None:
     if settings.metrics.enabled and settings.metrics.worker_port:
         from bot.adapters.metrics_server import serve
 
-        serve(settings.metrics.bind, settings.metrics.worker_port, "worker")
+        serve(settings.metrics.bind, settings.metrics.worker_port, "worker", settings.metrics_token.get_secret_value())
 
 
 @signals.worker_process_shutdown.connect

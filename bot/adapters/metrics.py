@@ -6,6 +6,7 @@ prometheus_client is first imported: bot/web/serving.py, workers/main.py) and a 
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -61,8 +62,22 @@ REGISTRY_EVENTS = Counter(
     "ecr_scan_gate_registry_events", "SQS messages the events process handled, by outcome", ["outcome"]
 )
 
+CHALLENGE = 'Bearer realm="ecr-scan-gate metrics"'
+
 # Gates scanned per scrape for the open-gates gauge; past this the gauge says so with state="unscanned".
 MAX_OPEN_SCANNED = 20_000
+
+
+def scrape_allowed(authorization: str, token: str) -> bool:
+    """Whether a scrape's Authorization header carries the bearer token (any scrape when no token is set)."""
+    if not token:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    # Constant time, on bytes: the comparison must not tell an attacker how much of the token matched.
+    # surrogateescape: a token from a non-UTF-8 environment, or a latin-1 header, compares without raising.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
 
 
 def multiprocess_mode() -> bool:

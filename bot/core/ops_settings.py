@@ -19,7 +19,7 @@ class MetricsSettings(_Model):
     """Prometheus metrics: /metrics on the web process, and an HTTP port of the worker's own."""
 
     # On by default: counters cost a few microseconds, and an operator expects /metrics to be there.
-    # With ECR_GATE_METRICS_TOKEN set, a scrape must send it as a bearer token.
+    # With ECR_GATE_METRICS_TOKEN set, a scrape must send it as a bearer token, on every port below too.
     enabled: StrictBool = True
     # The worker's main process serves its (and its prefork children's) metrics here; 0 = not served.
     # 9808: unassigned in Prometheus' port allocation list, next to the exporters teams already run.

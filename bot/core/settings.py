@@ -411,7 +411,7 @@ class Settings(_Model):
     gitlab_token: SecretStr = SecretStr("")
     webhook_secrets: tuple[SecretStr, ...] = ()
     signing_key: SecretStr = SecretStr("")
-    metrics_token: SecretStr = SecretStr("")  # optional bearer token of /metrics
+    metrics_token: SecretStr = SecretStr("")  # optional bearer token of /metrics and the metrics ports
     dashboard_password: SecretStr = SecretStr("")  # [dashboard]'s Basic auth password
 
     @model_validator(mode="after")

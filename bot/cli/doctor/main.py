@@ -44,8 +44,8 @@ def operations_lines(settings: Settings) -> Iterator[Line]:
         yield Line(
             Level.INFO,
             "metrics",
-            "/metrics answers anyone who reaches the web process (no token set)",
-            f"set {METRICS_TOKEN_ENV} and give Prometheus the bearer token, or block /metrics at the proxy",
+            "/metrics and the worker's and events' metrics ports answer anyone who reaches them (no token set)",
+            f"set {METRICS_TOKEN_ENV} (web, worker, events) and give Prometheus the bearer token, or firewall them",
         )
     if settings.dashboard.enabled:
         password = settings.dashboard_password.get_secret_value()
