@@ -518,3 +518,77 @@ def test_the_authorization_header_and_the_password_are_never_logged(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     token = RIGHT["Authorization"].split()[1]
     assert token not in logged and PASSWORD not in logged and "a wrong guess" not in logged
+
+
+# --- failed logins ---------------------------------------------------------------------------------------------
+
+
+class Clock:
+    """Stands in for the dashboard module's `time`: the window's minute moves only when the test says."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock(60 * (int(time.time()) // 60) + 5.0)  # 5 s into a minute: 55 s of it left
+    monkeypatch.setattr(web_dashboard, "time", fake)
+    return fake
+
+
+def test_past_the_limit_every_login_gets_429_until_the_minute_ends(
+    redis_url: str, prefix: str, store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_some(store)
+    web = create_app(settings_for(redis_url, prefix, failed_logins_per_minute=3), store=store).test_client()
+    wrong = basic(USER, "guess")
+    for _ in range(5):  # a browser's first request carries no credentials: never a failed login
+        assert web.get("/dashboard").status_code == 401
+    assert web.get("/dashboard", headers=RIGHT).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="bot.web.dashboard"):
+        assert [web.get("/dashboard", headers=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    warned = [r.getMessage() for r in caplog.records if "wrong logins" in r.getMessage()]
+    assert len(warned) == 1 and "3 wrong logins this minute" in warned[0] and "55 s" in warned[0]
+    assert "guess" not in warned[0] and PASSWORD not in warned[0]
+    # Locked: the right pair is refused exactly like a wrong one, so a guesser learns nothing.
+    for headers in (RIGHT, wrong):
+        answer = web.get("/dashboard", headers=headers)
+        assert answer.status_code == 429 and answer.headers["Retry-After"] == "55"
+        assert "team/api" not in answer.get_data(as_text=True)
+        assert answer.headers["Cache-Control"] == "no-store"  # the security headers still apply
+    assert web.get("/dashboard/projects/41", headers=RIGHT).status_code == 429
+    assert store.failed_logins(clock.now) == 3  # refused logins are not counted on: the lock ends on time
+    clock.now += 54.5
+    assert web.get("/dashboard", headers=RIGHT).headers["Retry-After"] == "1"
+    clock.now += 1  # the next minute
+    assert web.get("/dashboard", headers=RIGHT).status_code == 200
+    assert web.get("/dashboard", headers=wrong).status_code == 401
+
+
+def test_failed_logins_are_counted_across_web_processes_and_expire(
+    redis_url: str, prefix: str, store: Store, clock: Clock
+) -> None:
+    settings = settings_for(redis_url, prefix, failed_logins_per_minute=2)
+    # Two apps on one Redis stand for two gunicorn workers (or replicas): the count is theirs together.
+    one, two = (create_app(settings, store=Store.from_url(redis_url, 3600, prefix=prefix)).test_client() for _ in "12")
+    assert one.get("/dashboard", headers=basic(USER, "a")).status_code == 401
+    assert two.get("/dashboard", headers=basic(USER, "b")).status_code == 401
+    assert one.get("/dashboard", headers=RIGHT).status_code == 429
+    assert two.get("/dashboard", headers=RIGHT).status_code == 429
+    keys = [k for k in store.r.scan_iter(f"{prefix}:dashboard:failed-logins:*")]
+    assert len(keys) == 1 and 0 < store.r.ttl(keys[0]) <= 120  # Redis drops the minute's counter itself
+
+
+def test_the_limit_setting_is_bounded() -> None:
+    from pydantic import ValidationError
+
+    from bot.core.ops_settings import DashboardSettings
+
+    assert DashboardSettings().failed_logins_per_minute == 20
+    for bad in (0, -1, 10_001):
+        with pytest.raises(ValidationError):
+            DashboardSettings(failed_logins_per_minute=bad)

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from redis.lock import Lock
 
 from bot.adapters.history import RECENT, RECENT_KEPT, STATS_TTL_S, HistoryRecords, stats_key
+from bot.adapters.logins import LoginRecords
 from bot.adapters.monitor_records import MonitorRecords
 from bot.adapters.records import ACCEPT_AND_QUEUE, CLAIM_AND_ACCEPT, PipelineRecords, ProjectRecords
 from bot.adapters.watch import KNOWN_REPOSITORIES, WatchRecords, image_watch_key, watch_key
@@ -163,7 +164,7 @@ def from_hash(raw: Mapping[str, str]) -> Gate:
     return _GATE.validate_python({**own, **nested})
 
 
-class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, HistoryRecords):
+class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, HistoryRecords, LoginRecords):
     """All Redis access of the bot goes through here (pipeline-level records: see records.py)."""
 
     def __init__(self, client: redis.Redis, gate_ttl_s: int, prefix: str = DEFAULT_PREFIX) -> None:

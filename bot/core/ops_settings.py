@@ -40,6 +40,10 @@ class DashboardSettings(_Model):
     expiring_within_days: int = Field(14, ge=1, le=365)
     # Recent verdicts listed; the store keeps the newest 1,000 (bot/adapters/history.py).
     recent: int = Field(50, ge=1, le=1000)
+    # Wrong credentials accepted per minute, over all web processes; past it every login (right ones too)
+    # gets 429 until the minute ends. A person mistypes a few times; 20 a minute holds a guesser to
+    # 28,800 tries a day against a password doctor asks to be 16+ random characters.
+    failed_logins_per_minute: int = Field(20, ge=1, le=10_000)
 
 
 class LogFormat(StrEnum):

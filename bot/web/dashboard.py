@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -17,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from bot.adapters.history import RECENT_KEPT
+from bot.adapters.logins import retry_after
 from bot.adapters.store import Store
 from bot.core.dashboard import Snapshot, View, build
 from bot.core.dashboard_parts import gate_exceptions
@@ -24,6 +26,8 @@ from bot.core.gate import merge_gate_project
 from bot.core.models import Acceptance
 from bot.core.risk import utc_day
 from bot.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/dashboard"
 # The oldest open gates a page reads: enough for any healthy deployment; the page says when there are more.
@@ -100,14 +104,45 @@ def _deps() -> DashboardDeps:
 
 @bp.before_request
 def _authenticate() -> Response | None:
-    settings = _deps().settings
+    deps = _deps()
+    settings = deps.settings
     # Never logged, never echoed: the header is the password, base64-encoded.
     header = request.headers.get("Authorization", "")
-    if credentials_ok(header, settings.dashboard.username, settings.dashboard_password.get_secret_value()):
-        return None
+    if not header:  # a browser's first request: not a failed login
+        return _challenge()
+    now, limit = time.time(), settings.dashboard.failed_logins_per_minute
+    try:
+        # Checked before the credentials: while locked, a right guess must look the same as a wrong one.
+        if deps.store.failed_logins(now) >= limit:
+            return _too_many(now)
+        if credentials_ok(header, settings.dashboard.username, settings.dashboard_password.get_secret_value()):
+            return None
+        if deps.store.count_failed_login(now) == limit:
+            log.warning(
+                "dashboard: %d wrong logins this minute (the last from %s); all logins refused for %d s",
+                limit,
+                request.remote_addr,
+                retry_after(now),
+            )
+    except redis.RedisError:
+        return _redis_down()
+    return _challenge()
+
+
+def _challenge() -> Response:
     answer = Response("authentication required\n", 401, mimetype="text/plain")
     answer.headers["WWW-Authenticate"] = CHALLENGE
     return answer
+
+
+def _too_many(now: float) -> Response:
+    answer = Response("too many failed logins; try again later\n", 429, mimetype="text/plain")
+    answer.headers["Retry-After"] = str(retry_after(now))
+    return answer
+
+
+def _redis_down() -> Response:
+    return Response("Redis is unreachable: the dashboard cannot read the gates.\n", 503, mimetype="text/plain")
 
 
 @bp.get("")
@@ -132,7 +167,7 @@ def _page(project_id: int | None) -> Response:
     try:
         snapshot = read_snapshot(deps.store, deps.settings, now, project_id)
     except redis.RedisError:
-        return Response("Redis is unreachable: the dashboard cannot read the gates.\n", 503, mimetype="text/plain")
+        return _redis_down()
     settings = deps.settings
     view = View(settings.gitlab.url, settings.sweep.stuck_after_s, settings.dashboard.expiring_within_days)
     page = build(snapshot, view, now)
