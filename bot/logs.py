@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.handlers
 import os
 import re
 import threading
@@ -200,3 +201,32 @@ def configure(json_lines: bool, level: str, secrets: Iterable[str]) -> None:
     else:
         logging.basicConfig(level=level, format=TEXT_FORMAT)
     install_redaction(secrets)
+
+
+class Held(logging.handlers.BufferingHandler):
+    """Records logged before logging is set up (while the config is read), kept to be replayed once it is:
+    so the config's own warnings come out in the configured format, JSON included."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=1_000)
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
+        return False  # never on its own: replay() hands them on
+
+    def detach(self) -> None:
+        """Stop keeping records (before setting up the handlers they will go to)."""
+        logging.getLogger().removeHandler(self)
+
+    def replay(self) -> None:
+        """Through the handlers set up since (the first call only); then this handler is gone."""
+        self.detach()
+        records, self.buffer = self.buffer, []
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+
+def hold() -> Held:
+    """Keep what is logged from now until logging is configured (see Held)."""
+    held = Held()
+    logging.getLogger().addHandler(held)
+    return held

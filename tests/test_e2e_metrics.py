@@ -163,7 +163,6 @@ def test_failures_are_counted_by_outcome(stack: Stack):
 
 
 def json_lines(text: str) -> list[dict]:
-    # Celery's start-up banner and warnings printed before logging is set up are not log records.
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
@@ -190,6 +189,12 @@ def test_json_logs_carry_gate_project_pipeline_and_reason(stack: Stack):
     # The web process' every line is JSON, gunicorn's own (boots, exits) included.
     assert [line for line in web_log.splitlines() if line.strip() and not line.startswith("{")] == []
     assert any(r["logger"] == "gunicorn.error" for r in json_lines(web_log))
+    # So is the worker's: Celery's banner is one JSON line, and the config's warning (the suite polls every
+    # second), logged before Celery set up logging, was kept and comes out as JSON.
+    worker_log = stack.workers[0].log_text()
+    assert [line for line in worker_log.splitlines() if line.strip() and not line.startswith("{")] == []
+    assert any("celery worker" in r["message"] and "ready" in r["message"] for r in json_lines(worker_log))
+    assert any(r["message"].startswith("scan.poll_interval_s=") for r in json_lines(worker_log))
     records = json_lines(stack.workers[0].log_text()) + json_lines(web_log)
     assert records
     for record in records:

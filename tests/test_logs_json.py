@@ -122,3 +122,27 @@ def test_an_enabled_dashboard_needs_its_password_from_the_environment(tmp_path):
     loaded = load_settings(path, {**env, DASHBOARD_PASSWORD_ENV: "a-long-password"})
     assert loaded.dashboard_password.get_secret_value() == "a-long-password"
     assert "a-long-password" in loaded.secret_values()  # so every log line masks it
+
+
+def test_records_from_before_logging_is_set_up_are_replayed_in_its_format_redacted():
+    logs.install_redaction([SECRET])
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []
+    out = io.StringIO()
+    try:
+        held = logs.hold()
+        logging.getLogger("bot.config").warning("poll interval low (token %s)", SECRET)
+        held.detach()
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logs.JsonFormatter())
+        root.addHandler(handler)
+        assert out.getvalue() == ""  # kept, not written as plain text by logging's last resort
+        held.replay()
+        held.replay()  # once only
+        (line,) = lines(out)
+        assert line["logger"] == "bot.config" and line["level"] == "WARNING"
+        assert line["message"].startswith("poll interval low") and SECRET not in out.getvalue()
+        assert held not in root.handlers
+    finally:
+        root.handlers = saved

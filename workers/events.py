@@ -20,7 +20,7 @@ from bot.core.errors import ConfigError, GateError
 from bot.core.ops_settings import LogFormat
 from bot.core.scan_events import Ignored, PoisonMessage, event_to_dict, parse_message
 from bot.core.settings import EventsSettings
-from bot.logs import configure
+from bot.logs import configure, hold
 
 log = logging.getLogger("ecr_scan_gate.events")
 
@@ -158,12 +158,16 @@ def run(config: EventsSettings, queue: Queue, enqueue: Enqueue, state: Stopping,
 
 
 def main() -> int:
+    held = hold()  # the config's warnings come out once logging is set up, in its format
     try:
         settings = load_settings()
     except ConfigError as exc:
+        held.replay()
         print(exc, file=sys.stderr)
         return 3
+    held.detach()
     configure(settings.logging.format is LogFormat.JSON, settings.logging.level, settings.secret_values())
+    held.replay()
     if not settings.events.enabled:
         log.error("[events] queue_url is not set: nothing to consume (events are off; verdicts come by polling)")
         return 2

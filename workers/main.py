@@ -19,13 +19,18 @@ from bot.adapters.queue import make_celery  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.core.errors import ConfigError  # noqa: E402
 from bot.core.ops_settings import LogFormat  # noqa: E402
-from bot.logs import JsonFormatter, bind, install_redaction, task_fields, unbind  # noqa: E402
+from bot.logs import JsonFormatter, bind, hold, install_redaction, task_fields, unbind  # noqa: E402
 
+held = hold()  # the config's warnings wait for Celery's handlers (and their format)
 try:
     settings = load_settings()
 except ConfigError as exc:
+    held.replay()
     print(exc, file=sys.stderr)
     raise SystemExit(3) from None
+if settings.logging.format is LogFormat.JSON:
+    # Python warnings (Celery's SecurityWarning when run as root, deprecations) become log records, so JSON too.
+    logging.captureWarnings(True)
 
 install_redaction(settings.secret_values())
 app = make_celery(settings)
@@ -43,6 +48,23 @@ def _redact_celery_handlers(logger: logging.Logger, **_: object) -> None:
         if settings.logging.format is LogFormat.JSON:
             handler.setFormatter(JsonFormatter())
     logger.setLevel(settings.logging.level)
+    held.replay()
+
+
+@signals.celeryd_after_setup.connect
+def _json_banner(sender: str = "", instance: object = None, **_: object) -> None:
+    # Celery prints its start-up banner as plain text right after this signal, unless the worker is quiet:
+    # with JSON logs, say the same essentials as one JSON line instead, so every line of the log parses.
+    if settings.logging.format is not LogFormat.JSON or instance is None:
+        return
+    instance.quiet = True  # type: ignore[attr-defined]  # celery.apps.worker.Worker reads it next
+    queues = sorted(q.name for q in app.amqp.queues.consume_from.values())
+    logging.getLogger("celery.apps.worker").info(
+        "celery worker %s ready: concurrency %s, queues %s",
+        sender,
+        getattr(instance, "concurrency", "?"),
+        ", ".join(queues),
+    )
 
 
 # Each task's lines carry its gate, project and pipeline (JSON lines show them as fields).
