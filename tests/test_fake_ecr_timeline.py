@@ -325,24 +325,33 @@ def test_failed_scan_event_and_a_digest_moto_never_saw(ecr_double: EcrDouble, re
     assert sent.sent_at >= sent.due_at
 
 
+# The event is due a second after scripting: the cancelling call (which may ask moto for the digest) always
+# comes first, even on a loaded CI machine. At 0.1 s it once came after, and the event had gone out.
+DUE_S = 1.0
+
+
 def test_reset_cancels_pending_events(ecr_double: EcrDouble, repo: str, queue: str) -> None:
+    scripted = time.monotonic()
     ecr_double.script(
         repo,
         tag="v1",
-        steps=[{"status": "IN_PROGRESS", "for_s": 0.2}, {"status": "COMPLETE"}],
+        steps=[{"status": "IN_PROGRESS", "for_s": DUE_S}, {"status": "COMPLETE"}],
         events={"queue_url": queue},
     )
     ecr_double.reset()
-    time.sleep(0.3)
+    assert time.monotonic() - scripted < DUE_S, "cancelled too late to show anything"
+    time.sleep(DUE_S + 0.3)
 
     assert ecr_double.queue_messages(queue) == [] and ecr_double.events_sent() == []
 
 
 def test_scripting_the_image_again_drops_the_old_timelines_event(ecr_double: EcrDouble, repo: str, queue: str) -> None:
-    steps = [{"status": "IN_PROGRESS", "for_s": 0.1}, {"status": "COMPLETE"}]
+    scripted = time.monotonic()
+    steps = [{"status": "IN_PROGRESS", "for_s": DUE_S}, {"status": "COMPLETE"}]
     ecr_double.script(repo, tag="v1", steps=steps, events=EventSpec(queue))
     ecr_double.script(repo, tag="v1", steps=[{"status": "IN_PROGRESS", "for_s": 0.2}, {"status": "FAILED"}])
-    time.sleep(0.3)
+    assert time.monotonic() - scripted < DUE_S, "scripted again too late to show anything"
+    time.sleep(DUE_S + 0.3)
 
     assert ecr_double.events_sent() == [] and ecr_double.queue_messages(queue) == []
 
