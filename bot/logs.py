@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from bot.core.ops_settings import DASHBOARD_PASSWORD_ENV, METRICS_TOKEN_ENV
 
+# Each pattern with the words one of its matches must hold (casefolded where the pattern ignores case): a
+# line holding none of them cannot match, and most lines hold none, so the regex (a few µs each) is skipped.
 _PATTERNS = [
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
     # name = value, name: value, "name": "value", 'name': b'value' (botocore logs header bytes).
@@ -25,6 +27,13 @@ _PATTERNS = [
     re.compile(r"(?i)(authorization)(['\"]?\s*[:=]\s*b?['\"]?(?:bearer|basic|token)\s+)[^\s'\",}]+"),
     # GitLab tokens by prefix (personal, OAuth, deploy, runner, CI job, trigger, feed, ...); newer ones hold dots.
     re.compile(r"\bgl(?:pat|oas|dt|rt|cbt|ptt|ft|imt|agent|soat|ffct)-[A-Za-z0-9_.\-]{10,}"),
+]
+# (case-sensitive words, casefolded words) per pattern above, in order; tests/test_redaction.py checks them.
+_NEEDS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    (("AKIA", "ASIA"), ()),
+    ((), ("secret", "token", "key")),  # every name of the pattern holds one of these
+    ((), ("authorization",)),
+    (("gl",), ()),
 ]
 MASK = "[REDACTED]"
 # The one list of environment variables that hold secrets: the bot's own, and those boto3 or a CI job's
@@ -51,12 +60,16 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) + m.group(2) + MASK) if m.lastindex else MASK, text)
+    # The letters re's IGNORECASE also takes for i, k and s (U+0131 ı, U+212A K, U+017F ſ) must find the
+    # words too: casefold maps K and ſ; ı it leaves, so it is mapped by hand.
+    low = text.casefold().replace("\u0131", "i")
+    for pattern, (words, lower_words) in zip(_PATTERNS, _NEEDS, strict=True):
+        if any(w in text for w in words) or any(w in low for w in lower_words):
+            text = pattern.sub(lambda m: (m.group(1) + m.group(2) + MASK) if m.lastindex else MASK, text)
     return text
 
 
-def _redact_record(record: logging.LogRecord, secrets: Iterable[str]) -> None:
+def _redact_record(record: logging.LogRecord, secrets: Sequence[str]) -> None:
     """Format the record once, redact it, and freeze the result into record.msg (args emptied)."""
     try:
         message = record.getMessage()
@@ -64,6 +77,8 @@ def _redact_record(record: logging.LogRecord, secrets: Iterable[str]) -> None:
         message = f"{record.msg} {record.args!r}"
     record.msg = redact(message, secrets)
     record.args = ()
+    # What was done, so a filter holding no other secret need not do it again: (the text made, its secrets).
+    record.esg_redacted = (record.msg, frozenset(secrets))
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
@@ -76,9 +91,15 @@ class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._covered = frozenset(self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        _redact_record(record, self.secrets)
+        # Once per record is enough: skip one redacted already (by the record factory, or an earlier filter)
+        # against every secret this filter knows, if its text is still the one made then. A record built
+        # otherwise (makeLogRecord, another factory) or changed since has no such mark, or a stale one.
+        done = getattr(record, "esg_redacted", None)
+        if not (done and record.msg is done[0] and not record.args and self._covered <= done[1]):
+            _redact_record(record, self.secrets)
         return True
 
 

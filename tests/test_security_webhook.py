@@ -30,7 +30,7 @@ from bot.core.routing import gates_for_job, gates_for_pipeline
 from bot.core.settings import Settings
 from bot.web.app import create_app
 from bot.web.auth import AuthResult, signature_ok, token_ok
-from bot.web.limits import max_depth
+from bot.web.limits import TooDeep, loads_bounded, max_depth
 from tests import configs
 from tests.fakes.payloads import job_payload, pipeline_payload, webhook_headers
 from tests.harness import ROOT
@@ -428,6 +428,18 @@ json_values = st.recursive(
 @given(json_values, st.booleans())
 def test_depth_prescan_agrees_with_the_parsed_depth(value: Any, ascii_only: bool) -> None:
     assert max_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _depth(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(1, 12))
+def test_the_bracket_count_shortcut_refuses_exactly_what_the_scan_refuses(value: Any, limit: int) -> None:
+    raw = json.dumps(value).encode()
+    try:
+        loads_bounded(raw, limit)
+        refused = False
+    except TooDeep:
+        refused = True
+    assert refused == (max_depth(raw) > limit)
 
 
 @settings(max_examples=300, deadline=None)
