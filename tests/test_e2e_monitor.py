@@ -136,6 +136,23 @@ def test_the_24h_scan_quota_is_no_error_and_throttling_is_retried(stack: Stack) 
     assert any(c.image == digest for c in stack.ecr.calls(SCAN_OP, "app"))
 
 
+def test_the_old_scan_still_answered_after_startimagescan_is_not_the_rescans_result(stack: Stack) -> None:
+    # Right after StartImageScan, ECR can still answer yesterday's COMPLETE (clean here) until the new scan
+    # starts. Taken for the rescan, it would hide the CVE the new scan finds.
+    s, digest = merged(stack)
+    stack.ecr.script("app", digest=digest, op="StartImageScan", steps=[{"status": "IN_PROGRESS"}])
+    yesterday = {"status": "COMPLETE", "findings": [], "completed_ago_s": 86_400}
+    stack.ecr.script(
+        "app",
+        tag=s.tag("app"),
+        steps=[yesterday, yesterday, {"status": "IN_PROGRESS"}, {"status": "COMPLETE", "findings": [CVE_1]}],
+    )
+    rescan_now(stack)
+    wait_issue(stack, s, "CVE-2026-1001", digest)
+    reads = [c for c in stack.ecr.calls(SCAN_OP, "app") if c.image in (digest, s.tag("app"))]
+    assert len(reads) >= 4  # both old answers were read and asked again, not believed
+
+
 def test_never_two_issues_across_a_worker_kill_a_redis_restart_and_a_lost_redis(stack: Stack) -> None:
     shipped = [merged(stack) for _ in range(4)]
     for s, _ in shipped:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import example, given, settings
@@ -345,3 +347,53 @@ def test_an_in_progress_answer_clears_a_withheld_not_found() -> None:
     assert isinstance(later, poll.Wait) and later.progress.withheld == ""
     final = step(None, at=601, progress=later.progress)
     assert isinstance(final, poll.Finish) and final.verdict.reason is Reason.TIMEOUT
+
+
+# --------------------------------------------------------------------------- a rescan's old COMPLETE
+
+
+def completed(result: ScanResult, at: float) -> ScanResult:
+    """`result` as ECR answers it for a scan that ended at T0 + at (imageScanCompletedAt, as the adapter keeps it)."""
+    return replace(result, completed_at=str(datetime.fromtimestamp(T0 + at, UTC)))
+
+
+def rescan(asked_at: float = 0.0, scan: ScanSettings = SCAN) -> poll.Progress:
+    """A rescan's progress: StartImageScan was taken at T0 + asked_at."""
+    return replace(start(scan=scan), not_before=T0 + asked_at)
+
+
+def test_after_a_new_scan_was_asked_for_the_old_scans_complete_is_asked_again_never_the_verdict() -> None:
+    old = completed(DIRTY, -86_400)  # yesterday's scan, answered until today's starts
+    waiting = step(old, at=1, progress=rescan())
+    assert isinstance(waiting, poll.Wait) and waiting.after_s == SCAN.poll_interval_s
+    assert waiting.progress.ecr_status == "COMPLETE" + poll.STALE and waiting.progress.attempts == 1
+    new = step(completed(CLEAN, 20), at=21, progress=step(IN_PROGRESS, at=16, progress=waiting.progress).progress)
+    assert isinstance(new, poll.Finish) and new.verdict.reason is Reason.PASSED
+
+
+def test_a_scan_ending_within_the_clock_skew_of_the_ask_is_the_new_one() -> None:
+    just_before = completed(CLEAN, -poll.CLOCK_SKEW_S + 1)
+    assert isinstance(step(just_before, at=1, progress=rescan()), poll.Finish)
+    too_early = completed(CLEAN, -poll.CLOCK_SKEW_S - 1)
+    assert isinstance(step(too_early, at=1, progress=rescan()), poll.Wait)
+
+
+def test_a_complete_without_its_end_time_is_not_taken_for_the_new_scan() -> None:
+    assert isinstance(step(CLEAN, at=1, progress=rescan()), poll.Wait)  # cannot tell: asked again
+    assert isinstance(step(CLEAN, at=1), poll.Finish)  # a merge gate asked for no new scan: it is the scan
+
+
+def test_only_the_old_scan_until_the_deadline_times_out_saying_so() -> None:
+    old = completed(CLEAN, -86_400)
+    waiting = step(old, at=590, progress=rescan())
+    assert isinstance(waiting, poll.Wait)
+    for last in (old, None, poll.RateLimited(1.0)):
+        final = step(last, at=601, progress=waiting.progress)
+        assert isinstance(final, poll.Finish) and final.verdict.reason is Reason.TIMEOUT, last
+        assert "last ECR status: COMPLETE (from before the rescan)" in final.verdict.detail
+
+
+def test_other_final_answers_are_not_held_back_by_the_ask() -> None:
+    for answer in (FAILED, DENIED, SCAN_NOT_FOUND):
+        s = step(answer, at=100, progress=rescan())
+        assert isinstance(s, poll.Finish) and s.verdict.reason is answer.reason

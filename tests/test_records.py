@@ -69,3 +69,28 @@ def test_a_merge_verdict_is_counted_once_for_the_dashboard_a_rescan_not(rt, fake
     assert rt.store.finish(other.key, failed_verdict(Reason.TIMEOUT, other.image))
     kept = rt.store.recent_verdicts(RECENT_KEPT + 10)
     assert len(kept) == RECENT_KEPT and kept[0][0] == other.key
+
+
+def test_when_a_new_scan_was_asked_for_is_kept_with_the_progress_and_a_restart_clears_what_it_must(
+    rt, fake_gitlab, ecr
+):
+    from bot.core.models import Reason
+    from bot.core.policy import failed_verdict
+    from tests.harness import Scenario
+
+    s = Scenario(fake_gitlab, ecr, lambda *a: None)
+    g = inprocess.gate(rt, s, "app")
+    now = time.time()
+    assert rt.store.start_polling(g.key, now, now + 60, not_before=now - 1)
+    stored = rt.store.get(g.key)
+    assert stored is not None and stored.progress.not_before == now - 1
+    rt.store.r.hset(rt.store._k(g.key), "settled", "an earlier read's mark")
+    assert rt.store.finish(g.key, failed_verdict(Reason.TIMEOUT, g.image))
+    # A restart (an MR `recheck`) is a new read: no new scan asked for, no earlier read's mark to agree with.
+    assert rt.store.restart(g.key, now + 1, now + 61, [Reason.TIMEOUT.value])
+    again = rt.store.get(g.key)
+    assert again is not None and again.progress.not_before == 0.0 and again.progress.settled == ""
+    assert again.progress.deadline == now + 61
+    # Only the reasons allowed restart a gate.
+    assert rt.store.finish(g.key, failed_verdict(Reason.SCAN_FAILED, g.image))
+    assert not rt.store.restart(g.key, now + 2, now + 62, [Reason.TIMEOUT.value], not_before=now + 2)

@@ -93,17 +93,22 @@ def rescan(self: Task, project_id: int, repository: str, digest: str, unless_wit
         recent = current is not None and time.time() - current.last_progress < unless_within_s
         if recent and current is not None and current.verdict is not None:
             return "rescanned just now"  # e.g. the scan event of the rescan this bot itself started
+    asked_at = 0.0  # when ECR took a new scan: the old scan's COMPLETE answered until it starts is not read
     if not watched.enhanced:
         wait = rt.store.take_token(rate_bucket(gate.image), rt.settings.ecr.rate_per_s, rt.settings.ecr.burst)
         if wait > 0:
             raise self.retry(countdown=wait * 2)  # the shared rate limit: every ECR call counts against it
+        asking = time.time()
         started = _start_scan(gate)
         if started == "retry":
             raise self.retry(countdown=rule.backoff(self.request.retries, rt.settings.scan.backoff_max_s, tasks._rng))
+        if started == STARTED:
+            asked_at = asking
     progress = rule.start(time.time(), rt.settings.scan)
-    gen = rt.store.start_polling(gate.key, progress.polling_since, progress.deadline)
+    gen = rt.store.start_polling(gate.key, progress.polling_since, progress.deadline, asked_at)
     if not gen:
-        gen = rt.store.restart(gate.key, progress.polling_since, progress.deadline, [r.value for r in Reason])
+        reasons = [r.value for r in Reason]
+        gen = rt.store.restart(gate.key, progress.polling_since, progress.deadline, reasons, asked_at)
     if not gen:
         return "raced"
     tasks._enqueue_poll(gate.key, gen)
@@ -125,8 +130,12 @@ def _rescan_gate(w: Watched) -> Gate:
     )
 
 
+STARTED = "started"
+
+
 def _start_scan(gate: Gate) -> str:
-    """StartImageScan. The 24 h quota already used today is no error: the scan of today is then read."""
+    """StartImageScan: STARTED, "retry", or the error code. The 24 h quota already used today is no error: the
+    scan of today is then read."""
     try:
         status = runtime().ecr.start_scan(gate.image)
     except TransientError:
@@ -139,7 +148,8 @@ def _start_scan(gate: Gate) -> str:
         # the read that follows to classify, so the verdict names it.
         log.info("monitor: StartImageScan of %s: %s (reading the findings anyway)", gate.key, code)
         return code
-    return status
+    log.info("monitor: StartImageScan of %s: %s", gate.key, status)
+    return STARTED
 
 
 @shared_task(name="monitor.rescanned")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
@@ -26,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.adapters import metrics_dir
+from bot.core.models import epoch_of
 
 if TYPE_CHECKING:
     from bot.adapters.store import Store
@@ -89,20 +89,9 @@ def gate_finished(kind: str, reason: str, polling_since: float, completed_at: st
     GATES_FINISHED.labels(reason=reason, kind=kind).inc()
     if polling_since > 0:
         PUSH_TO_VERDICT.labels(reason=reason).observe(max(0.0, now - polling_since))
-    completed = _epoch(completed_at)
+    completed = epoch_of(completed_at)
     if completed is not None:
         SCAN_TO_VERDICT.observe(max(0.0, now - completed))
-
-
-def _epoch(stamp: str) -> float | None:
-    """ECR's imageScanCompletedAt as the adapter keeps it (ISO 8601); None when absent or unreadable."""
-    if not stamp:
-        return None
-    try:
-        parsed = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def ecr_outcome(code: str) -> str:

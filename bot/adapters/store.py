@@ -38,11 +38,12 @@ redis.call('SADD', KEYS[5], ARGV[4])
 return 1
 """
 # waiting -> polling, once. Returns the new poll generation, 0 if another writer got there first.
+# ARGV: now, deadline, not_before (when a new scan was asked for; 0 = none).
 _START = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
 redis.call('HSET', KEYS[1], 'state', 'polling', 'polling_since', ARGV[1], 'deadline', ARGV[2],
-           'last_progress', ARGV[1])
+           'last_progress', ARGV[1], 'not_before', ARGV[3])
 return gen
 """
 # A poll run claims its generation: the first copy of a task (original, redelivered, or re-sent by the
@@ -84,18 +85,19 @@ return 0
 """.replace("RECENT_KEPT", str(RECENT_KEPT))
 # done -> polling again (an MR `recheck`, or an `accept` re-deciding a blocked gate): a new generation, a
 # fresh deadline, the old verdict cleared; only from the reasons the caller allows. Returns the generation.
+# ARGV: now, deadline, the gate's key, not_before (as _START), then the reasons allowed.
 _RESTART = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'done' then return 0 end
 local verdict = redis.call('HGET', KEYS[1], 'verdict')
 local ok = false
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if string.find(verdict, '"reason": "' .. ARGV[i] .. '"', 1, true) then ok = true end
 end
 if not ok then return 0 end
 local gen = redis.call('HINCRBY', KEYS[1], 'poll_gen', 1)
 redis.call('HSET', KEYS[1], 'state', 'polling', 'verdict', '', 'noted', '0', 'polling_since', ARGV[1],
            'deadline', ARGV[2], 'last_progress', ARGV[1], 'attempts', '0', 'failures', '0', 'ecr_status', '',
-           'last_error', '', 'withheld', '', 'withheld_detail', '')
+           'last_error', '', 'withheld', '', 'withheld_detail', '', 'settled', '', 'not_before', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
 return gen
 """
@@ -223,8 +225,10 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
         """How many gates are open (unfinished, or done and not yet posted and noted)."""
         return int(self.r.zcard(self._k(OPEN)))
 
-    def start_polling(self, key: str, now: float, deadline: float) -> int:
-        return int(self._start(keys=[self._k(key)], args=[now, deadline]))
+    def start_polling(self, key: str, now: float, deadline: float, not_before: float = 0.0) -> int:
+        """waiting -> polling: the new generation, 0 if another writer got there first. `not_before`: when a
+        new scan was asked for (Progress.not_before)."""
+        return int(self._start(keys=[self._k(key)], args=[now, deadline, not_before]))
 
     def claim_poll(self, key: str, gen: int, now: float) -> int:
         """The new generation if this run is the one to poll now, else 0 (a duplicate or stale copy)."""
@@ -251,9 +255,10 @@ class Store(PipelineRecords, ProjectRecords, WatchRecords, MonitorRecords, Histo
         args = [key, now, verdict.reason.value, STATS_TTL_S, *_pairs(values)]
         return bool(self._finish(keys=keys, args=args))
 
-    def restart(self, key: str, now: float, deadline: float, reasons: Iterable[str]) -> int:
+    def restart(self, key: str, now: float, deadline: float, reasons: Iterable[str], not_before: float = 0.0) -> int:
         """Poll a finished gate again if its verdict's reason is one of `reasons`: the new generation, else 0."""
-        return int(self._restart(keys=[self._k(key), self._k(OPEN)], args=[now, deadline, key, *reasons]))
+        args: list[str | float] = [now, deadline, key, not_before, *reasons]
+        return int(self._restart(keys=[self._k(key), self._k(OPEN)], args=args))
 
     def set_posted(self, key: str, state: str) -> None:
         self.r.hset(self._k(key), "posted_state", state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -218,6 +218,18 @@ class ScanResult:
     @property
     def is_final(self) -> bool:
         return self.phase is not Phase.IN_PROGRESS
+
+
+def epoch_of(stamp: str) -> float | None:
+    """ECR's imageScanCompletedAt as the adapter keeps it (ISO 8601) in epoch seconds; None when absent or
+    unreadable."""
+    if not stamp:
+        return None
+    try:
+        parsed = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True)

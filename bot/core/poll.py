@@ -9,13 +9,17 @@ from datetime import date
 
 from bot.core.errors import TransientError
 from bot.core.markdown import clean
-from bot.core.models import Image, Phase, Reason, ScanResult, Verdict
+from bot.core.models import Image, Phase, Reason, ScanResult, Verdict, epoch_of
 from bot.core.policy import Policy, decide, failed_verdict
 from bot.core.risk import finding_key, utc_day
 from bot.core.settings import ScanSettings
 
 # Not-found answers can be ECR's eventual consistency right after a push; only these are asked again.
 GRACE_REASONS = frozenset({Reason.SCAN_NOT_FOUND, Reason.IMAGE_NOT_FOUND})
+# ECR's clock and the worker's differ by a little: a scan completed up to this long before the new scan was
+# asked for is taken as the new one. An old scan a rescan must not read is a day old, not 30 s.
+CLOCK_SKEW_S = 30.0
+STALE = " (from before the rescan)"  # added to the ECR status of an old scan's COMPLETE
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Progress:
     # Enhanced (Inspector) findings keep arriving after the scan says it is done: the mark of the last
     # complete read, and a verdict only once a second read agrees with it (or at the deadline).
     settled: str = ""
+    # When a new scan was asked for (a rescan's StartImageScan; epoch seconds, 0 = none): until it starts,
+    # ECR still answers the old scan's COMPLETE, which must not stand for the new one.
+    not_before: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,14 @@ def backoff(failures: int, cap: float, rng: random.Random) -> float:
 def within_grace(result: ScanResult, elapsed_s: float, grace_s: float) -> bool:
     """True when a not-found answer came too soon after the push to be believed yet."""
     return result.reason in GRACE_REASONS and elapsed_s < grace_s
+
+
+def older_than_asked(result: ScanResult, not_before: float) -> bool:
+    """A COMPLETE from a scan that ended before the new one was asked for (or whose end ECR did not say)."""
+    if not not_before or result.phase is not Phase.COMPLETE:
+        return False
+    completed = epoch_of(result.completed_at)
+    return completed is None or completed < not_before - CLOCK_SKEW_S
 
 
 def findings_mark(result: ScanResult) -> str:
@@ -167,6 +182,13 @@ def next_step(
         withheld=answer.reason.value if early and answer.reason else "",
         withheld_detail=clean(answer.detail, 300) if early else "",
     )
+    if older_than_asked(answer, progress.not_before):
+        # The old scan, still answered until the new one starts: asked again, and never the verdict; at the
+        # deadline the gate times out saying so.
+        progress = replace(progress, ecr_status=answer.ecr_status + STALE)
+        if remaining <= 0:
+            return timeout(image, progress, now)
+        return Wait(min(scan.poll_interval_s, remaining), image, progress)
     # A not-found answer still standing at the deadline is the answer (not a timeout): it says why.
     if answer.is_final and (not early or remaining <= 0):
         if answer.phase is Phase.COMPLETE and answer.enhanced and remaining > 0:

@@ -141,7 +141,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         registry_id, repository = ctx.registry_id or "", ctx.repository or ""
         if "status" in step:
             image_id = self._answered_image_id(ctx, script)
-            stamp = self.server.double._book.stamp(script)
+            # An old scan's answer says when that scan ended, and leaves the script's own completion unset.
+            ago = step.get("completed_ago_s")
+            stamp = time.time() - ago if ago is not None else self.server.double._book.stamp(script)
             return 200, scan_body(
                 step, registry_id=registry_id, repository=repository, image_id=image_id, completed_at=stamp
             )

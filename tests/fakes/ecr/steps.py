@@ -13,7 +13,9 @@ from .constants import _ERROR_HTTP, _STATUS_OPS, SCAN_OP, SCAN_STATUSES
 # Step keys by kind; "delay_s", "for_s" and "repeat" go with any kind.
 _COMMON_KEYS = frozenset({"delay_s", "for_s", "repeat"})
 _KIND_KEYS = {
-    "status": frozenset({"status", "description", "findings", "enhanced_findings", "counts", "no_findings_object"}),
+    "status": frozenset(
+        {"status", "description", "findings", "enhanced_findings", "counts", "no_findings_object", "completed_ago_s"}
+    ),
     "error": frozenset({"error", "http", "message"}),
     "moto": frozenset({"moto"}),
     "response": frozenset({"response", "retarget"}),
@@ -130,6 +132,13 @@ def _check_status_step(step: Mapping[str, Any], op: str) -> None:
     for key in ("findings", "enhanced_findings"):
         if key in step and not (isinstance(step[key], list) and all(isinstance(f, Mapping) for f in step[key])):
             raise ValueError(f"{key} must be a list of finding objects")
+    # An old scan's answer: imageScanCompletedAt this long before the answer (what ECR still says right after
+    # StartImageScan, until the new scan starts).
+    ago = step.get("completed_ago_s")
+    if ago is not None and (
+        isinstance(ago, bool) or not isinstance(ago, int | float) or not math.isfinite(ago) or ago <= 0
+    ):
+        raise ValueError(f"completed_ago_s must be a number of seconds > 0, got {ago!r}")
     counts = step.get("counts")
     if counts is not None and not (
         isinstance(counts, Mapping) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values())
