@@ -218,6 +218,12 @@ scan_results = st.one_of(
         digest=digests,
         counts=st.dictionaries(severities, st.integers(0, 5)),
         findings=st.lists(findings, max_size=4).map(tuple),
+        # imageScanCompletedAt around the time a rescan asked for a new scan (or missing, or unreadable).
+        completed_at=st.one_of(
+            st.just(""),
+            st.just("not a time"),
+            st.floats(T0 - 200, T0 + 200).map(lambda t: str(datetime.fromtimestamp(t, UTC))),
+        ),
     ),
 )
 answers = st.one_of(
@@ -234,6 +240,7 @@ progresses = st.builds(
     failures=st.integers(0, 40),
     ecr_status=st.text(max_size=20),
     last_error=st.text(max_size=40),
+    not_before=st.one_of(st.just(0.0), st.floats(T0 - 100, T0 + 100)),  # a merge gate, or a rescan
 )
 scans = st.builds(
     ScanSettings,
@@ -259,9 +266,13 @@ def test_every_step_is_safe(
     if isinstance(s, poll.Finish) and s.verdict.reason is Reason.PASSED:
         assert isinstance(answer, ScanResult) and answer.phase is Phase.COMPLETE
         assert not any(f.severity in POLICY.fail_on and f.active for f in answer.findings)
+    # A rescan never takes the old scan's COMPLETE (from before it asked for a new one) for its result.
+    stale = isinstance(answer, ScanResult) and poll.older_than_asked(answer, progress.not_before)
+    if stale and isinstance(s, poll.Finish):
+        assert s.verdict.reason is Reason.TIMEOUT and remaining <= 0
     # A complete or failed-for-good answer is never thrown away for another ask.
     early = isinstance(answer, ScanResult) and poll.within_grace(answer, now - T0, scan.not_found_grace_s)
-    if isinstance(answer, ScanResult) and answer.is_final and not early:
+    if isinstance(answer, ScanResult) and answer.is_final and not early and not stale:
         assert isinstance(s, poll.Finish)
     # At or past the deadline every answer finishes the gate; before it, waits stay inside it.
     if remaining <= 0:
@@ -281,10 +292,12 @@ def test_every_step_is_safe(
     if isinstance(answer, TransientError):
         assert s.progress.failures == progress.failures + 1
     elif isinstance(answer, ScanResult):
-        assert s.progress.failures == 0 and s.progress.ecr_status == answer.ecr_status
+        assert s.progress.failures == 0
+        assert s.progress.ecr_status == answer.ecr_status + (poll.STALE if stale else "")
     else:
         assert s.progress == progress
     assert (s.progress.polling_since, s.progress.deadline) == (progress.polling_since, progress.deadline)
+    assert s.progress.not_before == progress.not_before
 
 
 TICK = 0.05  # a real clock always moves: the least time one ask takes in the simulation below
