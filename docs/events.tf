@@ -112,7 +112,8 @@ resource "aws_cloudwatch_event_rule" "registry_events" {
         {"source": ["aws.ecr"], "detail-type": ["ECR Image Scan"]},
         {"source": ["aws.inspector2"], "detail-type": ["Inspector2 Scan"]},
         {"source": ["aws.ecr"], "detail-type": ["ECR Image Action"],
-         "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]}}
+         "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]}},
+        {"source": ["aws.inspector2"], "detail-type": ["Inspector2 Finding"]}
       ]
     }
   PATTERN

@@ -286,6 +286,21 @@ class Scenario:
         }
         return pipeline_payload(**{**fields, **overrides})
 
+    def merged_pipeline_body(self) -> dict[str, Any]:
+        """A pipeline on the default branch ("main", as the fixture's project says) after the merge, its app
+        push job done: what [monitor] watches once gated."""
+        return pipeline_payload(
+            project_id=self.project_id,
+            project_path=self.project_path,
+            pipeline_id=self.pipeline_id,
+            sha=self.sha,
+            ref="main",
+            source="push",
+            mr_iid=None,
+            status="running",
+            builds=[(PUSH_APP, "push", "success", self.jobs[PUSH_APP])],
+        )
+
     def pipeline_event(
         self, status: str = "running", builds: dict[str, str] | None = None, key: str | None = None
     ) -> Any:

@@ -17,10 +17,10 @@ from bot import cli
 from bot.adapters.sqs import AwsCallError, SqsApi
 from bot.cli.doctor.events import events_lines
 from bot.core.errors import TransientError
-from bot.core.scan_events import DETAIL_TYPES, RegistryEvent, parse_message
+from bot.core.scan_events import DETAIL_TYPES, Ignored, RegistryEvent, parse_message
 from bot.core.settings import EventsSettings, Settings
 from tests import configs
-from tests.fakes.ecr import EcrDouble
+from tests.fakes.ecr import EcrDouble, inspector2_finding_event
 from tests.harness import point_boto3_at
 from tests.test_doctor import restricted_credentials
 
@@ -206,8 +206,9 @@ def test_a_rule_without_push_events_warns_what_is_lost(aws: EcrDouble) -> None:
     scans_only = {"$or": template()["Resources"]["Rule"]["Properties"]["EventPattern"]["$or"][:2]}
     found = doctor(deploy(aws, pattern=scans_only)["url"])
     assert at("FAIL", found) == []
-    (warn,) = at("WARN", found)
-    assert "does not match 'ECR Image Action' events: a gate whose job event was lost waits for the sweep" in warn
+    push, finding = at("WARN", found)
+    assert "does not match 'ECR Image Action' events: a gate whose job event was lost waits for the sweep" in push
+    assert "does not match 'Inspector2 Finding' events: with [monitor] on, a finding Inspector adds" in finding
     assert any("matches 'ECR Image Scan', 'Inspector2 Scan' events" in p for p in at("PASS", found))
 
 
@@ -318,6 +319,7 @@ def test_the_template_sends_exactly_what_the_parser_reads() -> None:
     assert {t: s for t, (s, _) in kinds.items()} == {t: source for t, (source, _, _) in DETAIL_TYPES.items()}
     assert kinds["ECR Image Action"][1] == {"action-type": ["PUSH"], "result": ["SUCCESS"]}
     assert kinds["ECR Image Scan"][1] == {} and kinds["Inspector2 Scan"][1] == {}
+    assert kinds["Inspector2 Finding"][1] == {}
     assert resources["Rule"]["Properties"]["State"] == "ENABLED"
     assert resources["Rule"]["Properties"]["Targets"] == [
         {"Id": "ecr-scan-gate-queue", "Arn": {"Fn::GetAtt": ["Queue", "Arn"]}}
@@ -346,7 +348,7 @@ def test_the_terraform_matches_the_template() -> None:
         assert setting in flat, setting
 
 
-def test_the_template_rule_routes_the_three_kinds_in_moto(aws: EcrDouble) -> None:
+def test_the_template_rule_routes_the_four_kinds_in_moto(aws: EcrDouble) -> None:
     """moto's EventBridge evaluates the template's pattern: the kinds the parser reads arrive, nothing else."""
     made = deploy(aws)
     _, events = _clients(aws)
@@ -354,21 +356,38 @@ def test_the_template_rule_routes_the_three_kinds_in_moto(aws: EcrDouble) -> Non
         ("aws.ecr", "ECR Image Scan", {"scan-status": "COMPLETE", "image-tags": ["a1"], "finding-severity-counts": {}}),
         ("aws.inspector2", "Inspector2 Scan", {"scan-status": "INITIAL_SCAN_COMPLETE", "image-tags": ["a1"]}),
         ("aws.ecr", "ECR Image Action", {"action-type": "PUSH", "result": "SUCCESS", "image-tag": "a1"}),
+        (
+            "aws.inspector2",
+            "Inspector2 Finding",
+            inspector2_finding_event("app", DIGEST, region=REGION, account=ACCOUNT)["detail"],
+        ),
+    ]
+    # Sent by the rule, and deleted by the process as nothing to do: Inspector's findings on an EC2 instance.
+    ignored = [
+        (
+            "aws.inspector2",
+            "Inspector2 Finding",
+            inspector2_finding_event("app", DIGEST, resource_type="AWS_EC2_INSTANCE")["detail"],
+        )
     ]
     unwanted = [
         ("aws.ecr", "ECR Image Action", {"action-type": "DELETE", "result": "SUCCESS"}),
         ("aws.ecr", "ECR Image Action", {"action-type": "PUSH", "result": "FAILURE"}),
-        ("aws.inspector2", "Inspector2 Finding", {}),
+        ("aws.inspector2", "Inspector2 Coverage", {}),
     ]
-    for source, detail_type, detail in wanted + unwanted:
+    for source, detail_type, detail in wanted + ignored + unwanted:
         name = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/app" if source == "aws.inspector2" else "app"
-        body = {"repository-name": name, "image-digest": DIGEST, **detail}
+        extra = {} if detail_type == "Inspector2 Finding" else {"repository-name": name, "image-digest": DIGEST}
+        body = {**extra, **detail}
         events.put_events(Entries=[{"Source": source, "DetailType": detail_type, "Detail": json.dumps(body)}])
     api = SqsApi(EventsSettings(queue_url=made["url"]))
     messages = api.receive(made["url"], 10, 1, 30)
     # moto's delivered envelope lacks "account", which EventBridge always sets: added here, nothing else changed.
     parsed = [parse_message(json.dumps({"account": ACCOUNT, **json.loads(m["Body"])})) for m in messages]
-    assert all(isinstance(p, RegistryEvent) for p in parsed)
+    assert [p.reason for p in parsed if isinstance(p, Ignored)] == [
+        "a finding about AWS_EC2_INSTANCE, not an ECR image"
+    ]
+    assert len(parsed) == len(wanted) + len(ignored)
     assert sorted(p.kind.value + str(p.scanner) for p in parsed if isinstance(p, RegistryEvent)) == sorted(
         k.value + str(s) for _, k, s in DETAIL_TYPES.values()
     )

@@ -12,7 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.ecr import SCAN_OP, basic_finding, enhanced_finding
-from tests.fakes.ecr.events import EventSpec, ecr_image_action_event
+from tests.fakes.ecr.events import EventSpec, ecr_image_action_event, inspector2_finding_event
 from tests.harness import PUSH_APP, Scenario, wait_for
 from tests.stack import Stack, free_port
 
@@ -28,7 +28,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = Path(tmp_path_factory.mktemp("events"))
     port = free_port()  # the events process' metrics port
     metrics = {"events_port": port, "bind": "127.0.0.1"}
-    with Stack(workdir, events=events, timeout_s=60, stuck_after=30, grace=5, metrics=metrics) as running:
+    # [monitor] on for the Inspector finding test: its rescans come only from events here (beat's are hourly).
+    monitor = {"enabled": True, "interval_s": 3600, "finding_settle_s": 2}
+    with Stack(
+        workdir, events=events, timeout_s=60, stuck_after=30, grace=5, metrics=metrics, monitor=monitor
+    ) as running:
         running.events_metrics = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         yield running
 
@@ -180,3 +184,33 @@ def test_the_events_process_counts_what_it_handled_on_its_metrics_port(stack: St
     timeline(stack, s, {"status": "COMPLETE", "findings": []})
     assert s.wait_status("app", timeout=30)["status"] == "success"
     wait_for(lambda: counted("queued") > before_queued and counted("dead") == before_dead + 1, 20, "the counts")
+
+
+def test_inspector_findings_on_a_watched_digest_are_read_once_soon_and_open_its_issue(stack: Stack) -> None:
+    # A default-branch pipeline passes app on a clean enhanced scan: [monitor] watches its digest.
+    s = stack.scenario()
+    digest = s.push("app")
+    timeline(stack, s, {"status": "ACTIVE", "enhanced_findings": []}, scanner="enhanced")
+    body = s.merged_pipeline_body()
+    assert stack.deliver("Pipeline Hook", body, None).status_code == 202
+    assert s.wait_status("app", timeout=30)["status"] == "success"
+    redis = stack.store()
+    wait_for(lambda: redis.hexists(f"{stack.prefix}:monitor:watched:{s.project_id}:app", digest), 20, "the watch")
+    # Days later Inspector finds a new CVE in it: ECR lists it, and one event comes per finding (and copies).
+    cve = enhanced_finding("CVE-2026-7777", "CRITICAL", "openssl", "3.0.1", "3.0.15")
+    stack.ecr.script("app", tag=s.tag("app"), steps=[{"status": "ACTIVE", "enhanced_findings": [cve]}])
+    before = scans(stack, s)
+    for name in ("CVE-2026-7777", "CVE-2026-7778", "CVE-2026-7779"):
+        event = inspector2_finding_event("app", digest, (s.tag("app"),), cve=name)
+        stack.ecr.send_event(stack.queue_url, event)
+    sent = time.time()
+
+    def opened() -> dict[str, Any] | None:
+        mine = stack.gitlab.issues(s.project_id)
+        return mine[0] if len(mine) == 1 and "CVE-2026-7777" in mine[0]["description"] else None
+
+    issue = wait_for(opened, 40, "one issue naming the CVE Inspector found")
+    assert digest in issue["description"] and issue["confidential"] is True
+    assert time.time() - sent < 30  # not tomorrow's rescan: the finding events' one read (and its settle read)
+    assert scans(stack, s) - before == 2  # one read for the three events, and the enhanced settle read
+    assert "(CVE-2026-7777, ACTIVE)" in stack.workers[0].log_text()

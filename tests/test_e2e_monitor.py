@@ -12,8 +12,7 @@ import pytest
 from bot.adapters.queue import make_celery
 from bot.config import load_settings
 from tests.fakes.ecr import SCAN_OP, basic_finding
-from tests.fakes.payloads import pipeline_payload
-from tests.harness import PUSH_APP, Scenario, wait_for
+from tests.harness import Scenario, wait_for
 from tests.stack import Stack
 
 CVE_1 = basic_finding("CVE-2026-1001", "CRITICAL", "openssl", "3.0.1", "3.0.9")
@@ -40,17 +39,7 @@ def merged(stack: Stack, findings: list[dict[str, Any]] | None = None) -> tuple[
     s = stack.scenario()
     digest = s.push("app")
     s.script("app", [{"status": "COMPLETE", "findings": findings or []}])
-    body = pipeline_payload(
-        project_id=s.project_id,
-        project_path=s.project_path,
-        pipeline_id=s.pipeline_id,
-        sha=s.sha,
-        ref="main",  # the fixture's project.default_branch
-        source="push",
-        mr_iid=None,
-        status="running",
-        builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])],
-    )
+    body = s.merged_pipeline_body()
     assert stack.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app")["status"] == "success"
     redis = stack.store()

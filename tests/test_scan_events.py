@@ -26,6 +26,7 @@ from bot.core.scan_events import (
     parse_message,
 )
 from bot.core.settings import EventsSettings, ImageSettings, ScanSettings, Settings
+from tests.fakes.ecr import inspector2_finding_event
 from workers.events import TASK, handle
 
 DIGEST = "sha256:" + "ab" * 32
@@ -114,6 +115,47 @@ def test_inspector_names_the_repository_by_arn_and_the_arn_wins_over_the_envelop
         "INITIAL_SCAN_COMPLETE",
         ("abc12345", "latest"),
     )
+
+
+def test_an_inspector_finding_names_its_ecr_image_and_its_vulnerability() -> None:
+    raw = inspector2_finding_event(
+        "team/app", DIGEST, ("a1", 7), cve="CVE-2026-4242", status="CLOSED", account=ACCOUNT, region="eu-west-1"
+    )
+    raw["region"] = "us-east-1"  # the resource's region wins over the envelope's
+    event = parse_message(json.dumps(raw))
+    assert isinstance(event, RegistryEvent) and event.kind is EventKind.FINDING
+    assert (event.account, event.region, event.repository, event.digest) == (ACCOUNT, "eu-west-1", "team/app", DIGEST)
+    assert event.tags == ("a1",) and event.scanner is Scanner.ENHANCED
+    assert (event.status, event.finding) == ("CLOSED", "CVE-2026-4242")
+    assert event_from_dict(event_to_dict(event)) == event
+    without_cve = inspector2_finding_event("team/app", DIGEST)
+    del without_cve["detail"]["packageVulnerabilityDetails"]
+    named = parse_message(json.dumps(without_cve))
+    assert isinstance(named, RegistryEvent) and named.finding == "CVE-2026-0001 - a package"  # its title
+
+
+def test_a_finding_about_something_else_is_ignored_and_a_broken_one_is_poison() -> None:
+    ec2 = parse_message(json.dumps(inspector2_finding_event("app", DIGEST, resource_type="AWS_EC2_INSTANCE")))
+    assert ec2 == Ignored("a finding about AWS_EC2_INSTANCE, not an ECR image")
+
+    def broken(change: Any) -> str:
+        raw = inspector2_finding_event("app", DIGEST)
+        change(raw["detail"])
+        with pytest.raises(PoisonMessage) as caught:
+            parse_message(json.dumps(raw))
+        return str(caught.value)
+
+    def image(d: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = d["resources"][0]["details"]["awsEcrContainerImage"]
+        return found
+
+    assert "resources is not a list" in broken(lambda d: d.update(resources={"type": "AWS_ECR_CONTAINER_IMAGE"}))
+    assert "without awsEcrContainerImage" in broken(lambda d: d["resources"][0].update(details={}))
+    assert "imageHash" in broken(lambda d: image(d).update(imageHash="sha256:short"))
+    assert "12-digit" in broken(lambda d: image(d).update(registry="1234"))
+    assert "repositoryName" in broken(lambda d: image(d).pop("repositoryName"))
+    assert "repository-name" in broken(lambda d: image(d).update(repositoryName="UPPER/case"))
+    assert "imageTags is not a list" in broken(lambda d: image(d).update(imageTags="a1"))
 
 
 def test_a_push_event_and_the_pushes_it_ignores() -> None:

@@ -10,6 +10,7 @@ from celery.exceptions import Retry
 from bot.core.gate import GateState
 from bot.core.scan_events import EventKind, RegistryEvent, event_to_dict
 from tests import inprocess
+from tests.harness import Scenario
 from tests.inprocess import gate, polling, stored, tuned
 from workers import registry_events, tasks
 
@@ -139,3 +140,45 @@ def test_a_push_from_a_drained_backlog_is_not_counted_as_drift(on, s, sent, late
     old = {**event(s, EventKind.PUSH, tags=("hand-pushed",)), "time": "2026-01-01T00:00:00Z"}
     assert registry_events.drift_check.run(old) is False
     assert on.store.drift() == {}
+
+
+@pytest.fixture
+def rescans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...], Any]]:
+    """The monitor.rescan tasks the event task sends: (name, args, countdown)."""
+    recorded: list[tuple[str, tuple[Any, ...], Any]] = []
+
+    def send_task(name: str, args: tuple[Any, ...] = (), countdown: Any = None, **_: Any) -> None:
+        recorded.append((name, tuple(args), countdown))
+
+    monkeypatch.setattr(registry_events.current_app, "send_task", send_task)
+    return recorded
+
+
+def test_a_burst_of_inspector_findings_schedules_one_read_of_the_watched_digest(
+    rt, s, sent, later, rescans, fake_gitlab, ecr
+):
+    on = tuned(rt, events={"queue_url": "http://sqs.example/queue"}, monitor={"enabled": True})
+    merged = gate(on, s).key
+    on.store.r.hset(on.store._k(merged), mapping={"state": "done", "watched": "True"})
+    other = Scenario(fake_gitlab, ecr, lambda *a: None)
+    polling(on, other)  # an open gate of the same repository and digest: findings never wake it
+    tags = (s.tag("app"), other.tag("app"))
+    counts = [registry_events.registry_event.run(event(s, EventKind.FINDING, tags=tags)) for _ in range(5)]
+    assert [c["rescans"] for c in counts] == [1, 0, 0, 0, 0] and {c["woken"] for c in counts} == {0}
+    # One read, after the burst has come: through monitor.rescan and so the one polling rule.
+    settle = on.settings.monitor.finding_settle_s
+    assert rescans == [("monitor.rescan", (s.project_id, "app", OTHER_DIGEST, 0.0), settle)] and settle == 120
+    assert sent.polls == []
+    # A finding after that window is news again.
+    on.store.r.delete(on.store._k(f"once:finding-read:{s.project_id}:app:{OTHER_DIGEST}"))
+    assert registry_events.registry_event.run(event(s, EventKind.FINDING))["rescans"] == 1
+    assert len(rescans) == 2
+    # The same event as a scan event would wake the open gate: what the findings left alone was there.
+    assert registry_events.registry_event.run(event(s, tags=tags))["woken"] == 1
+
+
+def test_findings_do_nothing_with_monitor_off(on, s, sent, later, rescans):
+    merged = gate(on, s).key
+    on.store.r.hset(on.store._k(merged), mapping={"state": "done", "watched": "True"})
+    assert registry_events.registry_event.run(event(s, EventKind.FINDING))["rescans"] == 0
+    assert rescans == [] and sent.polls == []

@@ -47,6 +47,19 @@ def registry_event(self: Task, payload: dict, inbox: str = "") -> dict[str, int]
         gate = rt.store.get(key)
         if gate is None or not names(event, gate.image):
             continue
+        if event.kind is EventKind.FINDING:
+            # Only for the digests [monitor] watches: an open gate gets its own "Inspector2 Scan" event, and
+            # waking it once per finding would read ECR dozens of times for one verdict.
+            watched = gate.state is GateState.DONE and (gate.watched or gate.kind is GateKind.RESCAN)
+            if watched and rt.settings.monitor.enabled and (gate.project_id, gate.repository) not in rescanned:
+                rescanned.add((gate.project_id, gate.repository))
+                name = f"finding-read:{gate.project_id}:{gate.repository}:{event.digest}"
+                settle = rt.settings.monitor.finding_settle_s  # one read for the burst (see MonitorSettings)
+                if rt.store.once_within(name, settle):
+                    args = (gate.project_id, gate.repository, event.digest, 0.0)
+                    current_app.send_task("monitor.rescan", args=args, countdown=settle)
+                    counts["rescans"] += 1
+            continue
         if gate.state is GateState.DONE:
             # A new scan of a digest [monitor] watches (Inspector rescans by itself): read it now, not tomorrow.
             watched = gate.watched or gate.kind is GateKind.RESCAN
@@ -67,7 +80,8 @@ def registry_event(self: Task, payload: dict, inbox: str = "") -> dict[str, int]
     if event.kind is EventKind.PUSH and not counts["matched"]:
         # Often just early: the pipeline's own events may come after the push. Judge it later.
         drift_check.apply_async(args=(payload,), countdown=capped(rt.settings.events.drift_after_s))
-    log.info("%s event %s for %s: %s", event.kind.value, event.id, event.where, counts)
+    about = f" ({event.finding}, {event.status})" if event.kind is EventKind.FINDING else ""
+    log.info("%s event %s for %s%s: %s", event.kind.value, event.id, event.where, about, counts)
     return counts
 
 

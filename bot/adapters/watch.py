@@ -44,6 +44,10 @@ class WatchRecords:
             return []
         return sorted(cast(set[str], self.r.sunion(keys)))
 
+    def once_within(self, name: str, ttl_s: int) -> bool:
+        """True for the first caller of `name` in ttl_s seconds: one read scheduled for a burst of events."""
+        return bool(self.r.set(self._k(f"once:{name}"), "1", nx=True, ex=ttl_s))
+
     def first_sight(self, event_id: str) -> bool:
         """True the first time an event id is seen (EventBridge delivers at least once)."""
         return bool(self.r.set(self._k(f"event:{event_id}"), "1", nx=True, ex=EVENT_ID_TTL_S))

@@ -16,6 +16,9 @@ from bot.core.models import Image
 class EventKind(StrEnum):
     SCAN = "scan"  # a scan finished (or failed): read the findings now
     PUSH = "push"  # an image was pushed: its gate may start
+    # Inspector created, updated or closed a finding of an image it keeps scanning (a CVE published after
+    # the merge): a watched digest is read again soon, not at tomorrow's rescan.
+    FINDING = "finding"
 
 
 class Scanner(StrEnum):
@@ -28,7 +31,9 @@ DETAIL_TYPES: dict[str, tuple[str, EventKind, Scanner | None]] = {
     "ECR Image Scan": ("aws.ecr", EventKind.SCAN, Scanner.BASIC),
     "Inspector2 Scan": ("aws.inspector2", EventKind.SCAN, Scanner.ENHANCED),
     "ECR Image Action": ("aws.ecr", EventKind.PUSH, None),
+    "Inspector2 Finding": ("aws.inspector2", EventKind.FINDING, Scanner.ENHANCED),
 }
+ECR_IMAGE = "AWS_ECR_CONTAINER_IMAGE"  # the resource type of an Inspector finding about an ECR image
 MAX_MESSAGE_BYTES = 256 * 1024  # SQS's own limit: anything larger did not come from SQS
 _ARN = re.compile(r"^arn:aws[a-z-]*:ecr:([a-z0-9-]+):(\d{12}):repository/(.+)$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -56,6 +61,7 @@ class RegistryEvent:
     status: str = ""  # scan-status (COMPLETE, FAILED, INITIAL_SCAN_COMPLETE, …) or a push's result
     time: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    finding: str = ""  # a finding event's vulnerability (CVE id or title), for logs
 
     @property
     def where(self) -> str:
@@ -89,6 +95,8 @@ def parse_message(body: str | bytes) -> RegistryEvent | Ignored:
     if not isinstance(detail, Mapping):
         raise PoisonMessage(f"{detail_type} without a detail object")
     event_id = _text(raw, "id", 128)
+    if kind is EventKind.FINDING:
+        return _finding(raw, detail, event_id)
     account, region, repository = _where(raw, detail)
     digest = _text(detail, "image-digest", 100)
     if not _DIGEST.match(digest):
@@ -123,6 +131,48 @@ def parse_message(body: str | bytes) -> RegistryEvent | Ignored:
     )
 
 
+def _finding(raw: Mapping[str, Any], detail: Mapping[str, Any], event_id: str) -> RegistryEvent | Ignored:
+    """An Inspector2 Finding: the image is the finding's AWS_ECR_CONTAINER_IMAGE resource (the Inspector Finding
+    object: resources[].details.awsEcrContainerImage with registry, repositoryName, imageHash, imageTags)."""
+    resources = detail.get("resources")
+    if not isinstance(resources, list):
+        raise PoisonMessage("Inspector2 Finding: resources is not a list")
+    resource = next((r for r in resources if isinstance(r, Mapping) and r.get("type") == ECR_IMAGE), None)
+    if resource is None:
+        kinds = sorted({str(r.get("type"))[:40] for r in resources if isinstance(r, Mapping)})
+        return Ignored(f"a finding about {', '.join(kinds) or 'no resource'}, not an ECR image")
+    details = resource.get("details")
+    image = details.get("awsEcrContainerImage") if isinstance(details, Mapping) else None
+    if not isinstance(image, Mapping):
+        raise PoisonMessage("Inspector2 Finding: an ECR image resource without awsEcrContainerImage details")
+    region = resource.get("region") if isinstance(resource.get("region"), str) else raw.get("region")
+    account, region, repository = _checked(
+        _text(image, "registry", 12), str(region or ""), _text(image, "repositoryName", 2048)
+    )
+    digest = _text(image, "imageHash", 100)
+    if not _DIGEST.match(digest):
+        raise PoisonMessage(f"Inspector2 Finding: imageHash {_shown(digest)} is not a sha256 digest")
+    raw_tags = image.get("imageTags") or []
+    if not isinstance(raw_tags, list):
+        raise PoisonMessage("Inspector2 Finding: imageTags is not a list")
+    vulnerability = detail.get("packageVulnerabilityDetails")
+    named = vulnerability.get("vulnerabilityId") if isinstance(vulnerability, Mapping) else None
+    named = named if isinstance(named, str) and named else detail.get("title")
+    return RegistryEvent(
+        id=event_id,
+        kind=EventKind.FINDING,
+        account=account,
+        region=region,
+        repository=repository,
+        digest=digest,
+        tags=tuple(t for t in raw_tags if isinstance(t, str) and t),
+        scanner=Scanner.ENHANCED,
+        status=_text(detail, "status", 32) if isinstance(detail.get("status"), str) and detail["status"] else "",
+        time=str(raw.get("time") or "")[:40],
+        finding=named[:100] if isinstance(named, str) else "",
+    )
+
+
 def _where(raw: Mapping[str, Any], detail: Mapping[str, Any]) -> tuple[str, str, str]:
     """(account, region, repository): Inspector names the repository by ARN, which then wins over the envelope."""
     name = _text(detail, "repository-name", 2048)
@@ -131,6 +181,11 @@ def _where(raw: Mapping[str, Any], detail: Mapping[str, Any]) -> tuple[str, str,
         region, account, repository = arn.groups()
     else:
         account, region, repository = _text(raw, "account", 12), _text(raw, "region", 32), name
+    return _checked(account, region, repository)
+
+
+def _checked(account: str, region: str, repository: str) -> tuple[str, str, str]:
+    """The three, each checked for its AWS form (a PoisonMessage otherwise)."""
     if not _ACCOUNT.match(account):
         raise PoisonMessage(f"account {_shown(account)} is not a 12-digit AWS account")
     if not _REGION.match(region):
@@ -200,4 +255,5 @@ def event_from_dict(data: Mapping[str, Any]) -> RegistryEvent:
         status=str(data.get("status") or ""),
         time=str(data.get("time") or ""),
         counts=dict(data.get("counts") or {}),
+        finding=str(data.get("finding") or ""),
     )

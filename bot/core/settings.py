@@ -295,6 +295,10 @@ class MonitorSettings(_Model):
     label: str = Field("ecr-scan-gate", min_length=1, max_length=255)
     # A CVE in a running image is not for everyone's eyes until fixed.
     confidential: StrictBool = True
+    # With the events process on: Inspector sends one "Inspector2 Finding" per finding, dozens at once when it
+    # rescans an image after a CVE feed update. The first schedules one read of the watched digest this long
+    # after it; the rest of the burst comes within it and is absorbed.
+    finding_settle_s: int = Field(120, ge=1, le=3600)
 
     def watches(self, ref: str, tag: bool, default_branch: str) -> bool:
         """Whether a gate of a pipeline on `ref` (a tag pipeline's ref is its tag) is watched after its verdict."""

@@ -10,7 +10,7 @@ from typing import Any
 from bot.adapters.sqs import DESCRIBE_RULE, GET_ATTRIBUTES, LIST_RULES_BY_TARGET, AwsCallError, SqsApi
 from bot.cli.doctor.lines import Level, Line
 from bot.core.errors import GateError
-from bot.core.scan_events import DETAIL_TYPES, Scanner
+from bot.core.scan_events import DETAIL_TYPES
 from bot.core.settings import Settings
 
 TEMPLATE = "docs/events.cloudformation.yaml (or docs/events.tf)"
@@ -18,21 +18,34 @@ MIN_VISIBILITY_S = 30
 PROCESS_ACTIONS = "sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility and sqs:GetQueueAttributes"
 _ENABLED = ("ENABLED", "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS")
 # Each kind of event the rule must send, in the fields a pattern decides on: a basic scan says COMPLETE or
-# FAILED, an Inspector scan INITIAL_SCAN_COMPLETE; the process acts on a push that is PUSH/SUCCESS.
-_DETAIL: dict[Scanner | None, list[dict[str, str]]] = {
-    Scanner.BASIC: [{"scan-status": "COMPLETE"}, {"scan-status": "FAILED"}],
-    Scanner.ENHANCED: [{"scan-status": "INITIAL_SCAN_COMPLETE"}],
-    None: [{"action-type": "PUSH", "result": "SUCCESS"}],
+# FAILED, an Inspector scan INITIAL_SCAN_COMPLETE; the process acts on a push that is PUSH/SUCCESS, and on
+# an Inspector finding that is opened, kept or closed.
+_DETAIL: dict[str, list[dict[str, str]]] = {
+    "ECR Image Scan": [{"scan-status": "COMPLETE"}, {"scan-status": "FAILED"}],
+    "Inspector2 Scan": [{"scan-status": "INITIAL_SCAN_COMPLETE"}],
+    "ECR Image Action": [{"action-type": "PUSH", "result": "SUCCESS"}],
+    "Inspector2 Finding": [{"status": "ACTIVE"}, {"status": "CLOSED"}],
 }
 # Events of the same sources the process does not read: each one would be a poison message.
-_FOREIGN = [("aws.ecr", "ECR Pull Through Cache Action"), ("aws.inspector2", "Inspector2 Finding")]
-_CHECKED = frozenset({"source", "detail-type", "detail.scan-status", "detail.action-type", "detail.result"})
+_FOREIGN = [("aws.ecr", "ECR Pull Through Cache Action"), ("aws.inspector2", "Inspector2 Coverage")]
+_CHECKED = frozenset(
+    {
+        "source",
+        "detail-type",
+        "detail.scan-status",
+        "detail.action-type",
+        "detail.result",
+        "detail.status",
+    }
+)
 # What a missing kind of event costs: never a verdict, only time.
 _LOST = {
-    Scanner.BASIC: "basic scan results wait for the backstop poll (every {backstop:g} s)",
-    Scanner.ENHANCED: "enhanced (Inspector) scan results, if used, wait for the backstop poll (every {backstop:g} s)",
-    None: "a gate whose job event was lost waits for the sweep (every {sweep:g} s) instead of starting at the push, "
-    "and a push that matches no gate is not counted as config drift",
+    "ECR Image Scan": "basic scan results wait for the backstop poll (every {backstop:g} s)",
+    "Inspector2 Scan": "enhanced (Inspector) scan results, if used, wait for the backstop poll (every {backstop:g} s)",
+    "ECR Image Action": "a gate whose job event was lost waits for the sweep (every {sweep:g} s) instead of "
+    "starting at the push, and a push that matches no gate is not counted as config drift",
+    "Inspector2 Finding": "with [monitor] on, a finding Inspector adds to a deployed image (enhanced scanning) "
+    "waits for the daily rescan",
 }
 
 
@@ -189,9 +202,9 @@ class _EventsDoctor:
         names, timing = ", ".join(n for n, _ in patterns), self.settings.events.backstop_interval_s
         narrowed: set[str] = set()
         covered: list[str] = []
-        for detail_type, (source, _, scanner) in DETAIL_TYPES.items():
+        for detail_type, (source, _, _) in DETAIL_TYPES.items():
             missed, unsure = [], False
-            for detail in _DETAIL[scanner]:
+            for detail in _DETAIL[detail_type]:
                 event = {"source": source, "detail-type": detail_type, "detail": detail}
                 results = [_match(p, event, narrowed) for _, p in patterns]
                 unsure = unsure or (True not in results and None in results)
@@ -200,8 +213,8 @@ class _EventsDoctor:
             if unsure:
                 yield self.line(Level.INFO, f"cannot tell whether rule {names} matches {detail_type!r} events")
             elif missed:
-                only = "" if len(missed) == len(_DETAIL[scanner]) else f" with {' / '.join(missed)}"
-                lost = _LOST[scanner].format(backstop=timing, sweep=self.settings.sweep.interval_s)
+                only = "" if len(missed) == len(_DETAIL[detail_type]) else f" with {' / '.join(missed)}"
+                lost = _LOST[detail_type].format(backstop=timing, sweep=self.settings.sweep.interval_s)
                 found = f"rule {names} does not match {detail_type!r} events{only}: {lost}"
                 yield self.line(Level.WARN, found, f"use the EventPattern of {TEMPLATE}")
             else:

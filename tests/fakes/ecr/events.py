@@ -23,6 +23,7 @@ from .constants import DEFAULT_ACCOUNT, DEFAULT_REGION
 # Shapes follow the AWS examples recorded in tests/fixtures/events/ (see NOTES.md there).
 SCAN_DETAIL_TYPE = "ECR Image Scan"
 INSPECTOR_DETAIL_TYPE = "Inspector2 Scan"
+FINDING_DETAIL_TYPE = "Inspector2 Finding"
 ACTION_DETAIL_TYPE = "ECR Image Action"
 SCANNERS = frozenset({"basic", "enhanced"})
 _MAX_COPIES = 100
@@ -121,6 +122,62 @@ def inspector2_scan_event(
         "image-digest": digest,
         "image-tags": list(tags),
         "version": "1.0",
+    }
+    return event
+
+
+def inspector2_finding_event(
+    repository: str,
+    digest: str,
+    tags: Sequence[str] = (),
+    *,
+    cve: str = "CVE-2026-0001",
+    severity: str = "HIGH",
+    status: str = "ACTIVE",
+    resource_type: str = "AWS_ECR_CONTAINER_IMAGE",
+    account: str = DEFAULT_ACCOUNT,
+    region: str = DEFAULT_REGION,
+    event_id: str | None = None,
+    when: float | None = None,
+) -> dict[str, Any]:
+    """An "Inspector2 Finding" event: its detail is Inspector's Finding object, the image in
+    resources[].details.awsEcrContainerImage (see tests/fixtures/events/NOTES.md for where the shape is from).
+    Another resource_type (AWS_EC2_INSTANCE, AWS_LAMBDA_FUNCTION) makes a finding about something else."""
+    stamp = _event_time(when)
+    ecr = resource_type == "AWS_ECR_CONTAINER_IMAGE"
+    resource_id = f"{repository_arn(repository, account, region)}/{digest}" if ecr else f"i-{uuid.uuid4().hex[:17]}"
+    details = (
+        {
+            "awsEcrContainerImage": {
+                "architecture": "amd64",
+                "imageHash": digest,
+                "imageTags": list(tags),
+                "platform": "DEBIAN_12",
+                "pushedAt": stamp,
+                "registry": account,
+                "repositoryName": repository,
+            }
+        }
+        if ecr
+        else {"awsEc2Instance": {"platform": "AMAZON_LINUX_2", "type": "t3.micro"}}
+    )
+    event = _envelope(FINDING_DETAIL_TYPE, "aws.inspector2", account, region, [], event_id, when)
+    event["detail"] = {
+        "awsAccountId": account,
+        "description": f"{cve}: a vulnerability in a package of the image.",
+        "findingArn": f"arn:aws:inspector2:{region}:{account}:finding/{uuid.uuid4().hex}",
+        "firstObservedAt": stamp,
+        "lastObservedAt": stamp,
+        "packageVulnerabilityDetails": {"source": "NVD", "vulnerabilityId": cve, "vulnerablePackages": []},
+        "remediation": {"recommendation": {"text": "None Provided"}},
+        "resources": [
+            {"details": details, "id": resource_id, "partition": "aws", "region": region, "type": resource_type}
+        ],
+        "severity": severity,
+        "status": status,
+        "title": f"{cve} - a package",
+        "type": "PACKAGE_VULNERABILITY",
+        "updatedAt": stamp,
     }
     return event
 
