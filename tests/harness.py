@@ -286,15 +286,15 @@ class Scenario:
         }
         return pipeline_payload(**{**fields, **overrides})
 
-    def merged_pipeline_body(self) -> dict[str, Any]:
-        """A pipeline on the default branch ("main", as the fixture's project says) after the merge, its app
-        push job done: what [monitor] watches once gated."""
+    def push_pipeline_body(self, ref: str = "main") -> dict[str, Any]:
+        """A branch pipeline (no merge request in it) with its app push job done; on "main", the fixture
+        project's default branch, it is the pipeline after the merge, whose image [monitor] watches."""
         return pipeline_payload(
             project_id=self.project_id,
             project_path=self.project_path,
             pipeline_id=self.pipeline_id,
             sha=self.sha,
-            ref="main",
+            ref=ref,
             source="push",
             mr_iid=None,
             status="running",

@@ -173,17 +173,7 @@ def test_branch_pipeline_finds_the_mr_by_commit(scenario: Scenario):
     s = scenario
     s.push("app")
     s.script("app", [{"status": "COMPLETE", "findings": []}])
-    body = pipeline_payload(
-        project_id=s.project_id,
-        project_path=s.project_path,
-        pipeline_id=s.pipeline_id,
-        sha=s.sha,
-        ref=s.branch,
-        status="running",
-        source="push",
-        mr_iid=None,
-        builds=[(PUSH_APP, "push", "success", s.jobs[PUSH_APP])],
-    )
+    body = s.push_pipeline_body(ref=s.branch)
     assert s.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app")["status"] == "success"
     s.wait_note("PASSED")

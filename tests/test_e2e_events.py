@@ -191,7 +191,7 @@ def test_inspector_findings_on_a_watched_digest_are_read_once_soon_and_open_its_
     s = stack.scenario()
     digest = s.push("app")
     timeline(stack, s, {"status": "ACTIVE", "enhanced_findings": []}, scanner="enhanced")
-    body = s.merged_pipeline_body()
+    body = s.push_pipeline_body()
     assert stack.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app", timeout=30)["status"] == "success"
     redis = stack.store()

@@ -39,7 +39,7 @@ def merged(stack: Stack, findings: list[dict[str, Any]] | None = None) -> tuple[
     s = stack.scenario()
     digest = s.push("app")
     s.script("app", [{"status": "COMPLETE", "findings": findings or []}])
-    body = s.merged_pipeline_body()
+    body = s.push_pipeline_body()
     assert stack.deliver("Pipeline Hook", body, None).status_code == 202
     assert s.wait_status("app")["status"] == "success"
     redis = stack.store()
