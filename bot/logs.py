@@ -77,8 +77,6 @@ def _redact_record(record: logging.LogRecord, secrets: Sequence[str]) -> None:
         message = f"{record.msg} {record.args!r}"
     record.msg = redact(message, secrets)
     record.args = ()
-    # What was done, so a filter holding no other secret need not do it again: (the text made, its secrets).
-    record.esg_redacted = (record.msg, frozenset(secrets))
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
@@ -88,17 +86,20 @@ def _redact_record(record: logging.LogRecord, secrets: Sequence[str]) -> None:
 class RedactingFilter(logging.Filter):
     """Formats the record once, redacts it, and freezes the result into record.msg."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], generation: int = 0) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._covered = frozenset(self.secrets)
+        # install_redaction's count when it made this filter (0: made elsewhere, never skips a record).
+        self.generation = generation
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # Once per record is enough: skip one redacted already (by the record factory, or an earlier filter)
-        # against every secret this filter knows, if its text is still the one made then. A record built
-        # otherwise (makeLogRecord, another factory) or changed since has no such mark, or a stale one.
-        done = getattr(record, "esg_redacted", None)
-        if not (done and record.msg is done[0] and not record.args and self._covered <= done[1]):
+        # Once per record is enough: skip one the record factory redacted when it knew every secret this
+        # filter knows (the secrets only grow, so a generation at least this one's), if its text is still
+        # the one made then. A record built otherwise (makeLogRecord, another factory) or changed since has
+        # no such mark, or a stale one.
+        done = getattr(record, MARK, None)
+        skip = self.generation and done and record.msg is done[0] and not record.args and done[1] >= self.generation
+        if not skip:
             _redact_record(record, self.secrets)
         return True
 
@@ -106,13 +107,19 @@ class RedactingFilter(logging.Filter):
 _installed: list[RedactingFilter] = []
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
+_generation = 0  # how many times install_redaction ran: _secrets as of then (they only ever grow)
 _factory: Callable[..., logging.LogRecord] | None = None
+# The record attribute saying what the factory did: (the text it made, the generation of secrets it knew).
+# Never the secrets themselves: handlers such as error trackers copy a record's attributes.
+MARK = "esg_redacted"
 
 
 def _redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
     assert _factory is not None
     record = _factory(*args, **kwargs)
+    generation = _generation
     _redact_record(record, _secrets)
+    setattr(record, MARK, (record.msg, generation))
     return record
 
 
@@ -123,14 +130,15 @@ def install_redaction(secrets: Iterable[str]) -> None:
     replaces the root handlers at start-up; so records are redacted where they are made (the record
     factory), and filters stay on the current handlers for records built without it (makeLogRecord).
     """
-    global _secrets, _factory
+    global _secrets, _factory, _generation
     with _lock:
         found = {s for s in (*secrets, *env_secrets(os.environ)) if s}
         _secrets = tuple(sorted(found | set(_secrets), key=len, reverse=True))
+        _generation += 1
         if _factory is None:
             _factory = logging.getLogRecordFactory()
             logging.setLogRecordFactory(_redacting_factory)
-    filt = RedactingFilter(_secrets)
+        filt = RedactingFilter(_secrets, _generation)
     _installed.append(filt)
     root = logging.getLogger()
     for handler in root.handlers:

@@ -190,21 +190,40 @@ def test_filter_alone_redacts_records_built_without_the_factory() -> None:
     _assert_clean(handler.text)
 
 
-def test_a_filter_redacts_again_what_changed_or_what_only_it_knows() -> None:
+def _record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.getLogger("bot.test").makeRecord("bot.test", logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_installed_filters_skip_what_the_factory_redacted_and_redo_what_changed_or_is_newer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The factory's mark lets filters skip a second pass; it must never let a secret through.
+    install_redaction([CONFIGURED])
+    first = logs._installed[-1]
+    passes: list[str] = []
+    real = logs._redact_record
+    monkeypatch.setattr(logs, "_redact_record", lambda r, s: (passes.append(str(r.msg)), real(r, s))[1])
+    done = _record("%s", CONFIGURED)
+    mark = getattr(done, logs.MARK)
+    assert mark[0] == done.msg and CONFIGURED not in str(mark)  # what was done, never the secrets
+    assert first.filter(done) and passes == ["%s"]  # the factory's pass only
+    changed = _record("plain")
+    changed.msg = f"changed after: {CONFIGURED} and PRIVATE-TOKEN: {GLPAT}"
+    first.filter(changed)
+    _assert_clean(changed.getMessage())
+    # A secret added later: a record the factory made before it is redacted again by the newer filter.
     later = "whk-later-" + secrets.token_hex(8)
+    old = _record("%s", later)
+    install_redaction([later])
+    assert logs._installed[-1].filter(old) and later not in old.getMessage() and MASK in old.getMessage()
+
+
+def test_a_filter_made_outside_install_redaction_always_redacts() -> None:
+    later = "whk-other-" + secrets.token_hex(8)
     knows_more = Capture()
     knows_more.addFilter(RedactingFilter([CONFIGURED, later]))
-    record = logging.getLogger("bot.test").makeRecord("bot.test", logging.INFO, __file__, 1, "%s", (later,), None)
-    assert getattr(record, "esg_redacted", None)  # the factory redacted it, not knowing `later`
-    knows_more.handle(record)
+    knows_more.handle(_record("%s", later))
     assert later not in knows_more.text and MASK in knows_more.text
-    changed = Capture()
-    changed.addFilter(RedactingFilter([CONFIGURED]))
-    record = logging.getLogger("bot.test").makeRecord("bot.test", logging.INFO, __file__, 1, "plain", (), None)
-    record.msg = f"changed after: {CONFIGURED} and PRIVATE-TOKEN: {GLPAT}"
-    changed.handle(record)
-    _assert_clean(changed.text)
 
 
 _FRAGMENTS = [
