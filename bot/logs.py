@@ -242,6 +242,11 @@ class Held(logging.handlers.BufferingHandler):
     def shouldFlush(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
         return False  # never on its own: replay() hands them on
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # Bounded: in a process whose logging is never set up (a `celery inspect`), nothing piles up.
+        if len(self.buffer) < self.capacity:
+            self.buffer.append(record)
+
     def detach(self) -> None:
         """Stop keeping records (before setting up the handlers they will go to)."""
         logging.getLogger().removeHandler(self)

@@ -144,5 +144,10 @@ def test_records_from_before_logging_is_set_up_are_replayed_in_its_format_redact
         assert line["logger"] == "bot.config" and line["level"] == "WARNING"
         assert line["message"].startswith("poll interval low") and SECRET not in out.getvalue()
         assert held not in root.handlers
+        bounded = logs.hold()
+        for i in range(bounded.capacity + 50):
+            logging.getLogger("bot.config").warning("line %d", i)
+        assert len(bounded.buffer) == bounded.capacity  # kept up to its capacity, never more
+        bounded.detach()
     finally:
         root.handlers = saved
